@@ -1,0 +1,104 @@
+//! `ModelSpec`: which architecture, with which sizes.
+
+use crate::{CnnSpec, Error, MlpSpec, ResnetSpec, Result};
+use serde::{Deserialize, Serialize};
+
+/// A model architecture and its sizes, as written in configs and package manifests.
+///
+/// `input` (the shape of one sample) and `classes` may be left out of a config: the
+/// trainer fills them from the dataset with [`ModelSpec::fit_to`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "arch", rename_all = "kebab-case")]
+pub enum ModelSpec {
+    /// A multi-layer perceptron; the default is the classic 784-128-10.
+    Mlp(MlpSpec),
+    /// A small convolutional network.
+    Cnn(CnnSpec),
+    /// A small residual network.
+    Resnet(ResnetSpec),
+}
+
+impl ModelSpec {
+    /// The MLP of the classic recipe: 784-128-10 with ReLU, on `[1, 28, 28]` inputs.
+    pub fn classic_mlp() -> ModelSpec {
+        ModelSpec::Mlp(MlpSpec { input: vec![1, 28, 28], classes: 10, ..MlpSpec::default() })
+    }
+
+    /// The architecture's name (`mlp`, `cnn`, `resnet`).
+    pub fn arch(&self) -> &'static str {
+        match self {
+            ModelSpec::Mlp(_) => "mlp",
+            ModelSpec::Cnn(_) => "cnn",
+            ModelSpec::Resnet(_) => "resnet",
+        }
+    }
+
+    /// The shape of one input sample.
+    pub fn input(&self) -> &[i64] {
+        match self {
+            ModelSpec::Mlp(s) => &s.input,
+            ModelSpec::Cnn(s) => &s.input,
+            ModelSpec::Resnet(s) => &s.input,
+        }
+    }
+
+    /// The number of classes (the width of the output).
+    pub fn classes(&self) -> i64 {
+        match self {
+            ModelSpec::Mlp(s) => s.classes,
+            ModelSpec::Cnn(s) => s.classes,
+            ModelSpec::Resnet(s) => s.classes,
+        }
+    }
+
+    /// Fills `input` and `classes` when unset, or checks that they agree with the data.
+    pub fn fit_to(&mut self, input: &[i64], classes: i64) -> Result<()> {
+        let (i, c) = match self {
+            ModelSpec::Mlp(s) => (&mut s.input, &mut s.classes),
+            ModelSpec::Cnn(s) => (&mut s.input, &mut s.classes),
+            ModelSpec::Resnet(s) => (&mut s.input, &mut s.classes),
+        };
+        if i.is_empty() {
+            *i = input.to_vec();
+        } else if i.as_slice() != input {
+            return Err(Error::Spec(format!("model input {i:?} does not match the data's sample shape {input:?}")));
+        }
+        if *c == 0 {
+            *c = classes;
+        } else if *c != classes {
+            return Err(Error::Spec(format!("model has {c} classes, the data has {classes}")));
+        }
+        self.validate()
+    }
+
+    /// Checks that the spec describes a model that can be built.
+    pub fn validate(&self) -> Result<()> {
+        let input = self.input();
+        if input.is_empty() || input.iter().any(|&d| d <= 0) {
+            return Err(Error::Spec(format!("input shape {input:?} must be non-empty with positive sizes")));
+        }
+        if self.classes() < 2 {
+            return Err(Error::Spec(format!("classes is {}; a classifier needs at least 2", self.classes())));
+        }
+        match self {
+            ModelSpec::Mlp(s) => s.validate(),
+            ModelSpec::Cnn(s) => s.validate(),
+            ModelSpec::Resnet(s) => s.validate(),
+        }
+    }
+}
+
+pub(crate) fn check_dropout(p: f64) -> Result<()> {
+    if (0.0..1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(Error::Spec(format!("dropout {p} must be at least 0 and below 1")))
+    }
+}
+
+pub(crate) fn image_input(input: &[i64], arch: &str) -> Result<(i64, i64, i64)> {
+    match *input {
+        [c, h, w] => Ok((c, h, w)),
+        _ => Err(Error::Spec(format!("{arch} needs an image input [channels, height, width], got {input:?}"))),
+    }
+}
