@@ -1,0 +1,43 @@
+//! The error type of kiln-package.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong writing or loading a package.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A package file whose contents are wrong; the message says what and what was expected.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What did not match.
+        reason: String,
+    },
+    /// The model could not be built or run.
+    #[error(transparent)]
+    Model(#[from] kiln_model::Error),
+    /// The tensor layer failed.
+    #[error(transparent)]
+    Tensor(#[from] kiln_tensor::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn invalid(path: impl Into<PathBuf>, reason: impl Into<String>) -> Error {
+        Error::Invalid { path: path.into(), reason: reason.into() }
+    }
+}
+
+/// The result type of kiln-package.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
