@@ -1,0 +1,163 @@
+//! kiln-train: the command-line trainer, thin glue over kiln-train.
+
+use clap::{Parser, Subcommand};
+use kiln_data::Split;
+use kiln_package::Package;
+use kiln_tensor::{DeviceChoice, Runtime};
+use kiln_train::{evaluate_package, open_split, predict_files, train_with, DatasetKind, Error, TrainConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Train neural networks with libtorch and package them for serving.
+#[derive(Parser)]
+#[command(name = "kiln-train", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model from a config file (JSON or TOML) and write its package.
+    Train(TrainArgs),
+    /// Evaluate a package on a dataset split and print loss and accuracy as JSON.
+    Eval(EvalArgs),
+    /// Predict the class of image (PNG/JPEG) or JSON input files with a package.
+    Predict(PredictArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Config file (.json or .toml); without one, the defaults train a CNN on Fashion-MNIST.
+    #[arg(long, short, env = "KILN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Run folder for config.json, metrics.jsonl and package/ [default: runs/<name>].
+    #[arg(long, short, env = "KILN_OUT")]
+    out: Option<PathBuf>,
+    /// Passes over the training data (overrides `epochs`).
+    #[arg(long, env = "KILN_EPOCHS")]
+    epochs: Option<usize>,
+    /// Samples per step (overrides `batch_size`).
+    #[arg(long, env = "KILN_BATCH_SIZE")]
+    batch_size: Option<usize>,
+    /// Learning rate (overrides `optimizer.lr`).
+    #[arg(long, env = "KILN_LR")]
+    lr: Option<f64>,
+    /// Seed of initialisation, data order and augmentation (overrides `seed`).
+    #[arg(long, env = "KILN_SEED")]
+    seed: Option<u64>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N` (overrides `device`).
+    #[arg(long, env = "KILN_DEVICE")]
+    device: Option<String>,
+    /// libtorch threads, 0 for one per core (overrides `threads`).
+    #[arg(long, env = "KILN_THREADS")]
+    threads: Option<usize>,
+    /// Folder of the IDX files for fashion-mnist or mnist (overrides `data.dir`).
+    #[arg(long, env = "KILN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Any other config value, as KEY=VALUE with a dotted key, e.g. `optimizer.kind=sgd`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Hide the progress bar (epoch lines are still printed).
+    #[arg(long, short, env = "KILN_QUIET")]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// The package folder.
+    #[arg(long, short)]
+    package: PathBuf,
+    /// The dataset: fashion-mnist or mnist.
+    #[arg(long, default_value = "fashion-mnist")]
+    dataset: String,
+    /// Folder of the dataset's IDX files [default: where it is installed].
+    #[arg(long, env = "KILN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// `test` or `train`.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, env = "KILN_DEVICE", default_value = "auto")]
+    device: String,
+}
+
+#[derive(clap::Args)]
+struct PredictArgs {
+    /// The package folder.
+    #[arg(long, short)]
+    package: PathBuf,
+    /// How many classes to list per input.
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    /// Input files: .png, .jpg or .jpeg images, or .json arrays of numbers.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+fn cfg_err(e: impl std::fmt::Display) -> Error {
+    Error::Config(e.to_string())
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Train(a) => {
+            let mut set = Vec::new();
+            let mut push = |k: &str, v: Option<String>| set.extend(v.map(|v| format!("{k}={v}")));
+            push("epochs", a.epochs.map(|v| v.to_string()));
+            push("batch_size", a.batch_size.map(|v| v.to_string()));
+            push("optimizer.lr", a.lr.map(|v| format!("{v:?}")));
+            push("seed", a.seed.map(|v| v.to_string()));
+            push("device", a.device.map(|v| format!("{v:?}")));
+            push("threads", a.threads.map(|v| v.to_string()));
+            push("data.dir", a.data_dir.map(|v| format!("{:?}", v.display().to_string())));
+            set.extend(a.set);
+            let config = TrainConfig::load(a.config.as_deref(), &set)?;
+            let out = a.out.unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+            let report = train_with(&config, &out, a.quiet)?;
+            println!("package: {}", report.package_dir.display());
+            if let Some(t) = report.test {
+                println!("test accuracy: {:.4} (loss {:.4}, {} samples)", t.accuracy, t.loss, t.samples);
+            }
+            println!("wall time: {:.1}s", report.seconds);
+        }
+        Command::Eval(a) => {
+            let device: DeviceChoice = a.device.parse().map_err(cfg_err)?;
+            let runtime = Runtime::init(device, 0, 0)?;
+            let package = Package::load(&a.package, runtime.device)?;
+            let dataset: DatasetKind = serde_json::from_value(a.dataset.clone().into())
+                .map_err(|_| cfg_err(format!("--dataset {:?}: expected fashion-mnist or mnist", a.dataset)))?;
+            let split: Split = serde_json::from_value(a.split.clone().into())
+                .map_err(|_| cfg_err(format!("--split {:?}: expected test or train", a.split)))?;
+            let data_cfg = kiln_train::DataConfig { dataset, dir: a.data_dir, ..Default::default() };
+            let data = open_split(&data_cfg, split)?.ok_or_else(|| cfg_err("the dataset has no such split"))?;
+            let result = evaluate_package(&package, data, a.batch_size)?;
+            println!("{}", serde_json::to_string(&result).map_err(cfg_err)?);
+        }
+        Command::Predict(a) => {
+            let package = Package::load(&a.package, kiln_tensor::Device::Cpu)?;
+            for p in predict_files(&package, &a.files, a.top_k)? {
+                println!("{}", serde_json::to_string(&p).map_err(cfg_err)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln-train: error: {e}");
+            // 2: bad config or arguments (as clap uses), 3: dataset not installed, 1: the rest.
+            ExitCode::from(match &e {
+                Error::Config(_) => 2,
+                e if e.is_missing_data() => 3,
+                _ => 1,
+            })
+        }
+    }
+}

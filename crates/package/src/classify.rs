@@ -1,0 +1,114 @@
+//! From raw inputs to classes with a package: preprocessing as the manifest says, a
+//! batched forward pass, and the top-k classes with their labels.
+
+use crate::{Error, Manifest, Package, Result};
+use kiln_data::decode_image;
+use kiln_tensor::{convert, Kind};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// One class and its probability.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClassScore {
+    /// The class index.
+    pub class: usize,
+    /// Its label from the manifest.
+    pub label: String,
+    /// Its softmax probability.
+    pub probability: f32,
+}
+
+fn invalid(reason: String) -> Error {
+    Error::Invalid { path: PathBuf::from("input"), reason }
+}
+
+impl Manifest {
+    /// Values in one input sample (the product of the input shape without the batch).
+    pub fn sample_len(&self) -> usize {
+        self.model.input().iter().product::<i64>().max(0) as usize
+    }
+
+    /// Model-ready values from sample values as a dataset gives them (images scaled to
+    /// `[0, 1]`): checks the count and finiteness, then normalises.
+    pub fn prepare_values(&self, mut values: Vec<f32>) -> Result<Vec<f32>> {
+        let n = self.sample_len();
+        if values.len() != n {
+            return Err(invalid(format!(
+                "{} values given; the model takes {n} (shape {:?})",
+                values.len(),
+                self.model.input()
+            )));
+        }
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(invalid(format!("value {i} is {}; expected a finite number", values[i])));
+        }
+        if let Some(norm) = &self.input.normalize {
+            norm.apply(&mut values);
+        }
+        Ok(values)
+    }
+
+    /// Model-ready values from an encoded PNG or JPEG: decoded, converted and resized to
+    /// the manifest's image layout, scaled and normalised. `what` names the source in errors.
+    pub fn prepare_image(&self, bytes: &[u8], what: &str) -> Result<Vec<f32>> {
+        let layout = self.input.image.ok_or_else(|| {
+            invalid(format!("model {:?} does not take images (its input is {:?})", self.name, self.model.input()))
+        })?;
+        let mut out = vec![0f32; self.sample_len()];
+        decode_image(bytes, layout, what, &mut out).map_err(|e| invalid(e.to_string()))?;
+        if let Some(norm) = &self.input.normalize {
+            norm.apply(&mut out);
+        }
+        Ok(out)
+    }
+}
+
+/// The `k` most probable classes of `probabilities`, most probable first.
+pub fn top_k(probabilities: &[f32], k: usize, labels: &[String]) -> Vec<ClassScore> {
+    let mut order: Vec<usize> = (0..probabilities.len()).collect();
+    order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(k)
+        .map(|c| ClassScore { class: c, label: labels.get(c).cloned().unwrap_or_default(), probability: probabilities[c] })
+        .collect()
+}
+
+impl Package {
+    /// Class probabilities `[B][classes]` for model-ready samples (see
+    /// [`Manifest::prepare_values`] and [`Manifest::prepare_image`]), run as one batch.
+    pub fn probabilities(&self, samples: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        let n = self.manifest.sample_len();
+        if let Some(bad) = samples.iter().position(|s| s.len() != n) {
+            return Err(invalid(format!("sample {bad} has {} values; the model takes {n}", samples[bad].len())));
+        }
+        if samples.is_empty() {
+            return Ok(Vec::new());
+        }
+        let flat: Vec<f32> = samples.concat();
+        let mut shape = vec![samples.len() as i64];
+        shape.extend_from_slice(self.model_input());
+        let x = convert::tensor_from_f32(&flat, &shape)?.f_to_device(self.network.device())?;
+        let probs = self.network.infer(&x)?.f_softmax(-1, Kind::Float)?;
+        let values = convert::tensor_to_f32(&probs)?;
+        let classes = self.manifest.model.classes() as usize;
+        Ok(values.chunks(classes.max(1)).map(<[f32]>::to_vec).collect())
+    }
+
+    fn model_input(&self) -> &[i64] {
+        self.manifest.model.input()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_by_probability_and_names_classes() {
+        let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let top = top_k(&[0.2, 0.5, 0.3], 2, &labels);
+        assert_eq!(top.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(top_k(&[0.2, 0.5, 0.3], 10, &labels).len(), 3);
+    }
+}

@@ -1,0 +1,288 @@
+//! `TrainConfig`: everything a training run needs, from a JSON or TOML file plus overrides.
+
+use crate::{Error, Result};
+use kiln_data::{Augment, ImageLayout, LabelColumn};
+use kiln_model::{CnnSpec, ModelSpec};
+use kiln_tensor::DeviceChoice;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A training run's configuration. Every field has a default: an empty file trains the
+/// default CNN on Fashion-MNIST.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The model's name in its package.
+    pub name: String,
+    /// The model's version in its package (a positive integer).
+    pub version: u64,
+    /// Seed of parameter initialisation, data order, split and augmentation.
+    pub seed: u64,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: DeviceChoice,
+    /// libtorch threads; 0 keeps libtorch's default (one per core).
+    pub threads: usize,
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Samples per training step.
+    pub batch_size: usize,
+    /// Samples per evaluation batch.
+    pub eval_batch_size: usize,
+    /// The data.
+    pub data: DataConfig,
+    /// The architecture; `input` and `classes` are filled from the data when left out.
+    pub model: ModelSpec,
+    /// The optimizer.
+    pub optimizer: OptimizerConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            name: "fashion-cnn".into(),
+            version: 1,
+            seed: 42,
+            device: DeviceChoice::Auto,
+            threads: 0,
+            epochs: 10,
+            batch_size: 128,
+            eval_batch_size: 1000,
+            data: DataConfig::default(),
+            model: ModelSpec::Cnn(CnnSpec::default()),
+            optimizer: OptimizerConfig::default(),
+        }
+    }
+}
+
+/// Which reader to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind {
+    /// Fashion-MNIST IDX files in `dir` (default: Debian's install location).
+    FashionMnist,
+    /// MNIST IDX files in `dir`.
+    Mnist,
+    /// CSV files `train` and optionally `test`, with a `label_column`.
+    Csv,
+    /// Image folders `train` and optionally `test`, one sub-folder per class.
+    ImageFolder,
+}
+
+/// Where the data comes from and how it is prepared.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Which reader to use.
+    pub dataset: DatasetKind,
+    /// Folder of the IDX files (fashion-mnist, mnist).
+    pub dir: Option<PathBuf>,
+    /// Training file or folder (csv, image-folder).
+    pub train: Option<PathBuf>,
+    /// Test file or folder (csv, image-folder); optional.
+    pub test: Option<PathBuf>,
+    /// The label column of CSV files (name or zero-based index).
+    pub label_column: LabelColumn,
+    /// Size and channels images are brought to (image-folder).
+    pub image: Option<ImageLayout>,
+    /// Fraction of the training data held out for validation each epoch.
+    pub validation: f64,
+    /// Normalise inputs with per-channel mean and std measured on the training data.
+    pub normalize: bool,
+    /// Augmentation of training images.
+    pub augment: Augment,
+    /// Use at most this many training samples (0: all), for quick runs.
+    pub limit_train: usize,
+    /// Use at most this many test samples (0: all).
+    pub limit_test: usize,
+    /// Batches prepared ahead of training.
+    pub prefetch: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dataset: DatasetKind::FashionMnist,
+            dir: None,
+            train: None,
+            test: None,
+            label_column: LabelColumn::default(),
+            image: None,
+            validation: 0.1,
+            normalize: true,
+            augment: Augment::default(),
+            limit_train: 0,
+            limit_test: 0,
+            prefetch: 4,
+        }
+    }
+}
+
+/// Which optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// Stochastic gradient descent with optional momentum and Nesterov.
+    Sgd,
+    /// Adam.
+    Adam,
+    /// Adam with decoupled weight decay.
+    Adamw,
+}
+
+/// The optimizer and its settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Which optimizer.
+    pub kind: OptimizerKind,
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum (SGD).
+    pub momentum: f64,
+    /// Nesterov momentum (SGD).
+    pub nesterov: bool,
+    /// Weight decay (L2 for SGD and Adam, decoupled for AdamW).
+    pub weight_decay: f64,
+    /// Adam's beta1 and beta2.
+    pub betas: (f64, f64),
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            lr: 1e-3,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+            betas: (0.9, 0.999),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a config from a `.json` or `.toml` file and applies `overrides`, each
+    /// `path.to.key=value` with the value parsed as TOML (a bare word is a string).
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<TrainConfig> {
+        let mut value = match path {
+            None => serde_json::to_value(TrainConfig::default()).map_err(|e| Error::Config(e.to_string()))?,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+                let parsed: std::result::Result<serde_json::Value, String> =
+                    match path.extension().and_then(|e| e.to_str()) {
+                        Some("json") => serde_json::from_str(&text).map_err(|e| e.to_string()),
+                        Some("toml") => toml::from_str(&text).map_err(|e| e.to_string()),
+                        _ => Err("the file name must end in .json or .toml".into()),
+                    };
+                parsed.map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+            }
+        };
+        for item in overrides {
+            apply_override(&mut value, item)?;
+        }
+        let config: TrainConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let source = path.map(|p| p.display().to_string()).unwrap_or_else(|| "defaults".into());
+            Error::Config(format!("{source}: {}: {}", e.path(), e.inner()))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot be used.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return bad(format!(
+                "batch_size ({}) and eval_batch_size ({}) must be at least 1",
+                self.batch_size, self.eval_batch_size
+            ));
+        }
+        if self.version == 0 {
+            return bad("version must be a positive integer".into());
+        }
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.contains("..") {
+            return bad(format!("name {:?} must be non-empty, without path separators or `..`", self.name));
+        }
+        let o = &self.optimizer;
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return bad(format!("optimizer.lr is {}; expected a positive number such as 0.001", o.lr));
+        }
+        if !(0.0..1.0).contains(&o.momentum) || o.weight_decay < 0.0 || !o.weight_decay.is_finite() {
+            return bad(format!(
+                "optimizer.momentum ({}) must be in [0, 1) and weight_decay ({}) non-negative",
+                o.momentum, o.weight_decay
+            ));
+        }
+        if !(0.0..1.0).contains(&o.betas.0) || !(0.0..1.0).contains(&o.betas.1) {
+            return bad(format!("optimizer.betas {:?} must both be in [0, 1)", o.betas));
+        }
+        let d = &self.data;
+        if !(0.0..1.0).contains(&d.validation) {
+            return bad(format!("data.validation is {}; expected a fraction at least 0 and below 1", d.validation));
+        }
+        match d.dataset {
+            DatasetKind::Csv | DatasetKind::ImageFolder if d.train.is_none() => {
+                return bad("data.train must name the training file or folder for csv and image-folder data".into())
+            }
+            DatasetKind::ImageFolder if d.image.is_none() => {
+                return bad("data.image = { channels, height, width } is needed for image-folder data".into())
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Sets `path.to.key` in `value` to `raw` parsed as a TOML value (or a string).
+fn apply_override(value: &mut serde_json::Value, item: &str) -> Result<()> {
+    let (key, raw) = item
+        .split_once('=')
+        .ok_or_else(|| Error::Config(format!("override {item:?} must look like key=value, e.g. optimizer.lr=0.01")))?;
+    let parsed: serde_json::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or_else(|| serde_json::Value::String(raw.to_string()));
+    let mut slot = value;
+    for part in key.trim().split('.') {
+        if !slot.is_object() {
+            *slot = serde_json::Value::Object(Default::default());
+        }
+        let serde_json::Value::Object(map) = slot else { unreachable!() };
+        slot = map.entry(part.to_string()).or_insert(serde_json::Value::Null);
+    }
+    *slot = parsed;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_reach_nested_fields_and_parse_types() {
+        let c = TrainConfig::load(None, &["optimizer.lr=0.05".into(), "data.augment.hflip=true".into(), "name=shirt".into()]).unwrap();
+        assert_eq!(c.optimizer.lr, 0.05);
+        assert!(c.data.augment.hflip);
+        assert_eq!(c.name, "shirt");
+        let c = TrainConfig::load(None, &["model={arch=\"mlp\", hidden=[64]}".into()]).unwrap();
+        assert_eq!(c.model.arch(), "mlp");
+    }
+
+    #[test]
+    fn bad_values_say_what_was_expected() {
+        let err = TrainConfig::load(None, &["optimizer.lr=-1".into()]).unwrap_err().to_string();
+        assert!(err.contains("optimizer.lr is -1"), "{err}");
+        let err = TrainConfig::load(None, &["epochs=\"many\"".into()]).unwrap_err().to_string();
+        assert!(err.contains("epochs: invalid type") && err.contains("\"many\""), "{err}");
+        let err = TrainConfig::load(None, &["optimiser.lr=1".into()]).unwrap_err().to_string();
+        assert!(err.contains("unknown field `optimiser`"), "{err}");
+        let err = TrainConfig::load(None, &["data.validation=1.5".into()]).unwrap_err().to_string();
+        assert!(err.contains("data.validation is 1.5"), "{err}");
+        let err = TrainConfig::load(None, &["noequals".into()]).unwrap_err().to_string();
+        assert!(err.contains("key=value"), "{err}");
+    }
+}

@@ -1,0 +1,52 @@
+//! The error type of kiln-train.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a training, evaluation or prediction run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A config value or option that cannot be used; the message says which and why.
+    #[error("config: {0}")]
+    Config(String),
+    /// A file or folder could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The data could not be loaded.
+    #[error(transparent)]
+    Data(#[from] kiln_data::Error),
+    /// The model could not be built or run.
+    #[error(transparent)]
+    Model(#[from] kiln_model::Error),
+    /// The package could not be written or read.
+    #[error(transparent)]
+    Package(#[from] kiln_package::Error),
+    /// The tensor layer failed.
+    #[error(transparent)]
+    Tensor(#[from] kiln_tensor::Error),
+    /// libtorch failed.
+    #[error("libtorch: {0}")]
+    Torch(#[from] kiln_tensor::tch::TchError),
+    /// Training diverged (a non-finite loss).
+    #[error("training diverged: {0}")]
+    Diverged(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { path: path.into(), source }
+    }
+
+    /// Whether the error is a dataset that is not installed (the binary gives it its own
+    /// exit code).
+    pub fn is_missing_data(&self) -> bool {
+        matches!(self, Error::Data(kiln_data::Error::NotFound { .. }))
+    }
+}
+
+/// The result type of kiln-train.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

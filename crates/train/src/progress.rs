@@ -1,0 +1,48 @@
+//! The progress bar: loss, accuracy, samples/s and time left, on stderr.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::time::{Duration, Instant};
+
+/// Progress over all the steps of a run. Hidden when stderr is not a terminal; the
+/// per-epoch lines are printed either way.
+pub(crate) struct Progress {
+    bar: ProgressBar,
+    last_draw: Instant,
+}
+
+impl Progress {
+    pub(crate) fn new(total_steps: u64, quiet: bool) -> Progress {
+        let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+        let bar = ProgressBar::with_draw_target(Some(total_steps), target);
+        let style = ProgressStyle::with_template(
+            "{prefix:>11} [{bar:28.cyan/blue}] {pos}/{len} {msg} | {elapsed_precise} elapsed, {eta} left",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        Progress { bar, last_draw: Instant::now() - Duration::from_secs(1) }
+    }
+
+    /// Records one finished step; the message is refreshed a few times a second.
+    pub(crate) fn step(&mut self, epoch: usize, epochs: usize, loss: f64, accuracy: f64, samples_per_sec: f64) {
+        self.bar.inc(1);
+        if self.last_draw.elapsed() >= Duration::from_millis(200) {
+            self.last_draw = Instant::now();
+            self.bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
+            self.bar.set_message(format!("loss {loss:.4} acc {accuracy:.4} {:.0} samples/s", samples_per_sec));
+        }
+    }
+
+    /// Prints a line above the bar.
+    pub(crate) fn println(&self, line: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    pub(crate) fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
