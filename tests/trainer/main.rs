@@ -1,1 +1,9 @@
-//! e2e
+//! End-to-end tests of the `kiln-train` binary: real processes, real data, real files.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod util;
+
+mod cuda;
+mod errors;
+mod train_eval_predict;

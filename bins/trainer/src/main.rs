@@ -4,7 +4,9 @@ use clap::{Parser, Subcommand};
 use kiln_data::Split;
 use kiln_package::Package;
 use kiln_tensor::{DeviceChoice, Runtime};
-use kiln_train::{evaluate_package, open_split, predict_files, train_with, DatasetKind, Error, TrainConfig};
+use kiln_train::{
+    evaluate_package, open_split, predict_files, train_with, DatasetKind, Error, TrainConfig,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,7 +43,7 @@ struct TrainArgs {
     #[arg(long, env = "KILN_BATCH_SIZE")]
     batch_size: Option<usize>,
     /// Learning rate (overrides `optimizer.lr`).
-    #[arg(long, env = "KILN_LR")]
+    #[arg(long, env = "KILN_LR", allow_negative_numbers = true)]
     lr: Option<f64>,
     /// Seed of initialisation, data order and augmentation (overrides `seed`).
     #[arg(long, env = "KILN_SEED")]
@@ -113,14 +115,22 @@ fn run(cli: Cli) -> Result<(), Error> {
             push("seed", a.seed.map(|v| v.to_string()));
             push("device", a.device.map(|v| format!("{v:?}")));
             push("threads", a.threads.map(|v| v.to_string()));
-            push("data.dir", a.data_dir.map(|v| format!("{:?}", v.display().to_string())));
+            push(
+                "data.dir",
+                a.data_dir.map(|v| format!("{:?}", v.display().to_string())),
+            );
             set.extend(a.set);
             let config = TrainConfig::load(a.config.as_deref(), &set)?;
-            let out = a.out.unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+            let out = a
+                .out
+                .unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
             let report = train_with(&config, &out, a.quiet)?;
             println!("package: {}", report.package_dir.display());
             if let Some(t) = report.test {
-                println!("test accuracy: {:.4} (loss {:.4}, {} samples)", t.accuracy, t.loss, t.samples);
+                println!(
+                    "test accuracy: {:.4} (loss {:.4}, {} samples)",
+                    t.accuracy, t.loss, t.samples
+                );
             }
             println!("wall time: {:.1}s", report.seconds);
         }
@@ -128,12 +138,22 @@ fn run(cli: Cli) -> Result<(), Error> {
             let device: DeviceChoice = a.device.parse().map_err(cfg_err)?;
             let runtime = Runtime::init(device, 0, 0)?;
             let package = Package::load(&a.package, runtime.device)?;
-            let dataset: DatasetKind = serde_json::from_value(a.dataset.clone().into())
-                .map_err(|_| cfg_err(format!("--dataset {:?}: expected fashion-mnist or mnist", a.dataset)))?;
+            let dataset: DatasetKind =
+                serde_json::from_value(a.dataset.clone().into()).map_err(|_| {
+                    cfg_err(format!(
+                        "--dataset {:?}: expected fashion-mnist or mnist",
+                        a.dataset
+                    ))
+                })?;
             let split: Split = serde_json::from_value(a.split.clone().into())
                 .map_err(|_| cfg_err(format!("--split {:?}: expected test or train", a.split)))?;
-            let data_cfg = kiln_train::DataConfig { dataset, dir: a.data_dir, ..Default::default() };
-            let data = open_split(&data_cfg, split)?.ok_or_else(|| cfg_err("the dataset has no such split"))?;
+            let data_cfg = kiln_train::DataConfig {
+                dataset,
+                dir: a.data_dir,
+                ..Default::default()
+            };
+            let data = open_split(&data_cfg, split)?
+                .ok_or_else(|| cfg_err("the dataset has no such split"))?;
             let result = evaluate_package(&package, data, a.batch_size)?;
             println!("{}", serde_json::to_string(&result).map_err(cfg_err)?);
         }

@@ -52,14 +52,26 @@ impl CsvDataset {
         let label_at = match label {
             LabelColumn::Index(i) if *i < headers.len() => *i,
             LabelColumn::Index(i) => {
-                return Err(Error::format(path, format!("label column {i} is out of range: the file has {} columns", headers.len())))
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "label column {i} is out of range: the file has {} columns",
+                        headers.len()
+                    ),
+                ))
             }
             LabelColumn::Name(n) => headers.iter().position(|h| h == n).ok_or_else(|| {
-                Error::format(path, format!("no column named {n:?} for the label; the columns are {headers:?}"))
+                Error::format(
+                    path,
+                    format!("no column named {n:?} for the label; the columns are {headers:?}"),
+                )
             })?,
         };
         if headers.len() < 2 {
-            return Err(Error::format(path, "needs at least one feature column besides the label"));
+            return Err(Error::format(
+                path,
+                "needs at least one feature column besides the label",
+            ));
         }
         let width = headers.len() - 1;
         let mut features = Vec::new();
@@ -68,7 +80,14 @@ impl CsvDataset {
             let line = row + 2;
             let record = record.map_err(|e| Error::format(path, format!("line {line}: {e}")))?;
             if record.len() != headers.len() {
-                return Err(Error::format(path, format!("line {line}: {} fields, the header has {}", record.len(), headers.len())));
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "line {line}: {} fields, the header has {}",
+                        record.len(),
+                        headers.len()
+                    ),
+                ));
             }
             for (col, field) in record.iter().enumerate() {
                 if col == label_at {
@@ -76,10 +95,22 @@ impl CsvDataset {
                     continue;
                 }
                 let v: f32 = field.parse().map_err(|_| {
-                    Error::format(path, format!("line {line}, column {:?}: {field:?} is not a number", headers[col]))
+                    Error::format(
+                        path,
+                        format!(
+                            "line {line}, column {:?}: {field:?} is not a number",
+                            headers[col]
+                        ),
+                    )
                 })?;
                 if !v.is_finite() {
-                    return Err(Error::format(path, format!("line {line}, column {:?}: {field:?} is not finite", headers[col])));
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "line {line}, column {:?}: {field:?} is not finite",
+                            headers[col]
+                        ),
+                    ));
                 }
                 features.push(v);
             }
@@ -88,8 +119,19 @@ impl CsvDataset {
             return Err(Error::format(path, "has a header but no rows"));
         }
         let (labels, classes) = encode_labels(&raw_labels);
-        let feature_names = headers.iter().enumerate().filter(|(i, _)| *i != label_at).map(|(_, h)| h.clone()).collect();
-        Ok(CsvDataset { features, labels, shape: [width], classes, feature_names })
+        let feature_names = headers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != label_at)
+            .map(|(_, h)| h.clone())
+            .collect();
+        Ok(CsvDataset {
+            features,
+            labels,
+            shape: [width],
+            classes,
+            feature_names,
+        })
     }
 
     /// The names of the feature columns, in sample order.
@@ -99,15 +141,26 @@ impl CsvDataset {
 }
 
 fn encode_labels(raw: &[String]) -> (Vec<i64>, Vec<String>) {
-    let ints: Option<Vec<i64>> = raw.iter().map(|s| s.parse::<i64>().ok().filter(|v| *v >= 0)).collect();
+    let ints: Option<Vec<i64>> = raw
+        .iter()
+        .map(|s| s.parse::<i64>().ok().filter(|v| *v >= 0))
+        .collect();
     match ints {
         Some(ints) => {
             let max = ints.iter().copied().max().unwrap_or(0);
             (ints, (0..=max).map(|i| i.to_string()).collect())
         }
         None => {
-            let classes: Vec<String> = raw.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
-            let labels = raw.iter().map(|s| classes.binary_search(s).unwrap_or(0) as i64).collect();
+            let classes: Vec<String> = raw
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let labels = raw
+                .iter()
+                .map(|s| classes.binary_search(s).unwrap_or(0) as i64)
+                .collect();
             (labels, classes)
         }
     }
@@ -152,7 +205,10 @@ mod tests {
         let ds = CsvDataset::load(&p, &LabelColumn::Name("species".into())).unwrap();
         assert_eq!(ds.len(), 3);
         assert_eq!(ds.sample_shape(), &[2]);
-        assert_eq!(ds.classes(), &["setosa".to_string(), "virginica".to_string()]);
+        assert_eq!(
+            ds.classes(),
+            &["setosa".to_string(), "virginica".to_string()]
+        );
         assert_eq!(ds.label(1).unwrap(), 1);
         let mut out = [0f32; 2];
         ds.read_into(1, &mut out).unwrap();
@@ -171,10 +227,17 @@ mod tests {
     #[test]
     fn bad_cells_name_the_line_and_column() {
         let (_d, p) = write("x,label\n1,0\nabc,1\n");
-        let err = CsvDataset::load(&p, &LabelColumn::default()).unwrap_err().to_string();
-        assert!(err.contains("line 3") && err.contains("\"x\"") && err.contains("not a number"), "{err}");
+        let err = CsvDataset::load(&p, &LabelColumn::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("\"x\"") && err.contains("not a number"),
+            "{err}"
+        );
         let (_d, p) = write("x,y\n1,0\n");
-        let err = CsvDataset::load(&p, &LabelColumn::default()).unwrap_err().to_string();
+        let err = CsvDataset::load(&p, &LabelColumn::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no column named \"label\""), "{err}");
         let (_d, p) = write("x,label\n1,0,3\n");
         assert!(CsvDataset::load(&p, &LabelColumn::default()).is_err());

@@ -31,13 +31,25 @@ impl IdxDataset {
         if lab.dims[0] != n {
             return Err(Error::format(
                 labels,
-                format!("holds {} labels but {} has {n} images", lab.dims[0], images.display()),
+                format!(
+                    "holds {} labels but {} has {n} images",
+                    lab.dims[0],
+                    images.display()
+                ),
             ));
         }
-        if let Some((i, &l)) = lab.data.iter().enumerate().find(|(_, &l)| l as usize >= classes.len()) {
+        if let Some((i, &l)) = lab
+            .data
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l as usize >= classes.len())
+        {
             return Err(Error::format(
                 labels,
-                format!("label {l} at position {i} is not below the class count {}", classes.len()),
+                format!(
+                    "label {l} at position {i} is not below the class count {}",
+                    classes.len()
+                ),
             ));
         }
         Ok(IdxDataset {
@@ -72,17 +84,26 @@ pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
 fn read_idx(path: &Path, want_dims: usize) -> Result<IdxFile> {
     let bytes = read_maybe_gz(path)?;
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
-        return Err(Error::format(path, "not an IDX file: it does not start with two zero bytes"));
+        return Err(Error::format(
+            path,
+            "not an IDX file: it does not start with two zero bytes",
+        ));
     }
     if bytes[2] != 0x08 {
         return Err(Error::format(
             path,
-            format!("IDX element type 0x{:02x} is not supported; expected 0x08 (unsigned byte)", bytes[2]),
+            format!(
+                "IDX element type 0x{:02x} is not supported; expected 0x08 (unsigned byte)",
+                bytes[2]
+            ),
         ));
     }
     let ndims = bytes[3] as usize;
     if ndims != want_dims {
-        return Err(Error::format(path, format!("IDX file has {ndims} dimensions, expected {want_dims}")));
+        return Err(Error::format(
+            path,
+            format!("IDX file has {ndims} dimensions, expected {want_dims}"),
+        ));
     }
     let header = 4 + 4 * ndims;
     if bytes.len() < header {
@@ -107,7 +128,9 @@ fn read_idx(path: &Path, want_dims: usize) -> Result<IdxFile> {
 
 /// Finds `stem` or `stem.gz` in `dir`.
 pub(crate) fn find_idx(dir: &Path, stem: &str) -> Option<PathBuf> {
-    [dir.join(format!("{stem}.gz")), dir.join(stem)].into_iter().find(|p| p.is_file())
+    [dir.join(format!("{stem}.gz")), dir.join(stem)]
+        .into_iter()
+        .find(|p| p.is_file())
 }
 
 impl Dataset for IdxDataset {
@@ -165,7 +188,11 @@ mod tests {
         ds.read_into(0, &mut out).unwrap();
         assert_eq!(out, [0.0, 1.0, 0.2, 0.4]);
         assert_eq!(ds.label(0).unwrap(), 3);
-        assert!(ds.read_into(2, &mut out).unwrap_err().to_string().contains("out of range"));
+        assert!(ds
+            .read_into(2, &mut out)
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
     }
 
     #[test]
@@ -173,23 +200,39 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let img = write_idx(d.path(), "i", &[2, 2, 2], &[0; 7]);
         let lab = write_idx(d.path(), "l", &[2], &[0, 1]);
-        let err = IdxDataset::load(&img, &lab, classes(2)).unwrap_err().to_string();
-        assert!(err.contains("need Some(8) bytes") && err.contains("has 7"), "{err}");
+        let err = IdxDataset::load(&img, &lab, classes(2))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("need Some(8) bytes") && err.contains("has 7"),
+            "{err}"
+        );
 
         let img = write_idx(d.path(), "i", &[2, 2, 2], &[0; 8]);
         let lab3 = write_idx(d.path(), "l3", &[3], &[0, 1, 1]);
-        let err = IdxDataset::load(&img, &lab3, classes(2)).unwrap_err().to_string();
-        assert!(err.contains("holds 3 labels") && err.contains("has 2 images"), "{err}");
+        let err = IdxDataset::load(&img, &lab3, classes(2))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("holds 3 labels") && err.contains("has 2 images"),
+            "{err}"
+        );
 
-        let err = IdxDataset::load(&img, &lab, classes(1)).unwrap_err().to_string();
+        let err = IdxDataset::load(&img, &lab, classes(1))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("label 1 at position 1"), "{err}");
 
-        let err = IdxDataset::load(&lab, &lab, classes(2)).unwrap_err().to_string();
+        let err = IdxDataset::load(&lab, &lab, classes(2))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("1 dimensions, expected 3"), "{err}");
 
         let gz = d.path().join("x.gz");
         std::fs::write(&gz, b"not gzip").unwrap();
-        let err = IdxDataset::load(&gz, &lab, classes(2)).unwrap_err().to_string();
+        let err = IdxDataset::load(&gz, &lab, classes(2))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a valid gzip"), "{err}");
     }
 }

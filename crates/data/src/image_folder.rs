@@ -30,13 +30,23 @@ impl ImageLayout {
 pub fn decode_image(bytes: &[u8], layout: ImageLayout, what: &str, out: &mut [f32]) -> Result<()> {
     let [c, h, w] = layout.shape();
     if out.len() != c * h * w {
-        return Err(Error::Invalid(format!("output buffer holds {} values, the layout needs {}", out.len(), c * h * w)));
+        return Err(Error::Invalid(format!(
+            "output buffer holds {} values, the layout needs {}",
+            out.len(),
+            c * h * w
+        )));
     }
     if c != 1 && c != 3 {
-        return Err(Error::Invalid(format!("images can have 1 or 3 channels, not {c}")));
+        return Err(Error::Invalid(format!(
+            "images can have 1 or 3 channels, not {c}"
+        )));
     }
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| Error::format(what, format!("cannot decode the image (expected PNG or JPEG): {e}")))?;
+    let img = image::load_from_memory(bytes).map_err(|e| {
+        Error::format(
+            what,
+            format!("cannot decode the image (expected PNG or JPEG): {e}"),
+        )
+    })?;
     let img = if img.width() as usize != w || img.height() as usize != h {
         img.resize_exact(w as u32, h as u32, FilterType::Triangle)
     } else {
@@ -70,15 +80,25 @@ impl ImageFolder {
     /// Lists `root`: each sub-folder (sorted by name) is a class; images are decoded when read.
     pub fn load(root: &Path, layout: ImageLayout) -> Result<ImageFolder> {
         let entries = std::fs::read_dir(root).map_err(|e| Error::io(root, e))?;
-        let mut class_dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+        let mut class_dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
         class_dirs.sort();
         if class_dirs.is_empty() {
-            return Err(Error::format(root, "has no sub-folders; expected one sub-folder of images per class"));
+            return Err(Error::format(
+                root,
+                "has no sub-folders; expected one sub-folder of images per class",
+            ));
         }
         let mut files = Vec::new();
         let mut classes = Vec::new();
         for (label, dir) in class_dirs.iter().enumerate() {
-            classes.push(dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            classes.push(
+                dir.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
             let mut imgs: Vec<PathBuf> = std::fs::read_dir(dir)
                 .map_err(|e| Error::io(dir, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -92,9 +112,17 @@ impl ImageFolder {
             files.extend(imgs.into_iter().map(|p| (p, label as i64)));
         }
         if files.is_empty() {
-            return Err(Error::format(root, "holds no .png, .jpg or .jpeg files in its class folders"));
+            return Err(Error::format(
+                root,
+                "holds no .png, .jpg or .jpeg files in its class folders",
+            ));
         }
-        Ok(ImageFolder { files, layout, shape: layout.shape(), classes })
+        Ok(ImageFolder {
+            files,
+            layout,
+            shape: layout.shape(),
+            classes,
+        })
     }
 
     /// The image file of sample `index`.
@@ -138,7 +166,11 @@ mod tests {
             img.save(d.path().join(class).join("a.png")).unwrap();
         }
         std::fs::write(d.path().join("dogs/notes.txt"), "ignored").unwrap();
-        let layout = ImageLayout { channels: 3, height: 4, width: 4 };
+        let layout = ImageLayout {
+            channels: 3,
+            height: 4,
+            width: 4,
+        };
         let ds = ImageFolder::load(d.path(), layout).unwrap();
         assert_eq!(ds.len(), 2);
         assert_eq!(ds.classes(), &["cats".to_string(), "dogs".to_string()]);
@@ -153,8 +185,19 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("x")).unwrap();
         std::fs::write(d.path().join("x/bad.png"), b"not a png").unwrap();
-        let ds = ImageFolder::load(d.path(), ImageLayout { channels: 1, height: 2, width: 2 }).unwrap();
+        let ds = ImageFolder::load(
+            d.path(),
+            ImageLayout {
+                channels: 1,
+                height: 2,
+                width: 2,
+            },
+        )
+        .unwrap();
         let err = ds.read_into(0, &mut [0.0; 4]).unwrap_err().to_string();
-        assert!(err.contains("bad.png") && err.contains("cannot decode"), "{err}");
+        assert!(
+            err.contains("bad.png") && err.contains("cannot decode"),
+            "{err}"
+        );
     }
 }

@@ -38,10 +38,15 @@ impl KnownDataset {
     /// `KILN_FASHION_MNIST_DIR` / `KILN_MNIST_DIR`, else Debian's install location.
     pub fn default_dir(self) -> PathBuf {
         let (var, dir) = match self {
-            KnownDataset::FashionMnist => ("KILN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"),
+            KnownDataset::FashionMnist => (
+                "KILN_FASHION_MNIST_DIR",
+                "/usr/share/datasets/fashion-mnist",
+            ),
             KnownDataset::Mnist => ("KILN_MNIST_DIR", "/usr/share/datasets/mnist"),
         };
-        std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(dir))
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(dir))
     }
 
     /// How to install the dataset, for error messages.
@@ -63,8 +68,16 @@ impl KnownDataset {
     pub fn classes(self) -> Vec<String> {
         let names: &[&str] = match self {
             KnownDataset::FashionMnist => &[
-                "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                "Sneaker", "Bag", "Ankle boot",
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
             ],
             KnownDataset::Mnist => &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
         };
@@ -73,7 +86,9 @@ impl KnownDataset {
 
     /// Loads one split from `dir` (or [`default_dir`](Self::default_dir)).
     pub fn load(self, dir: Option<&Path>, split: Split) -> Result<IdxDataset> {
-        let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| self.default_dir());
+        let dir = dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.default_dir());
         let prefix = match split {
             Split::Train => "train",
             Split::Test => "t10k",

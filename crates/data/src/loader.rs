@@ -73,7 +73,10 @@ pub struct DataLoader {
 impl DataLoader {
     /// A loader over `data`.
     pub fn new(data: Arc<dyn Dataset>, config: LoaderConfig) -> DataLoader {
-        DataLoader { data, config: Arc::new(config) }
+        DataLoader {
+            data,
+            config: Arc::new(config),
+        }
     }
 
     /// The dataset.
@@ -89,13 +92,20 @@ impl DataLoader {
     /// Number of batches in one epoch.
     pub fn batches_per_epoch(&self) -> usize {
         let (n, b) = (self.data.len(), self.config.batch_size.max(1));
-        if self.config.drop_last { n / b } else { n.div_ceil(b) }
+        if self.config.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
     }
 
     /// The order in which epoch `epoch` visits the dataset.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         if self.config.shuffle {
-            permutation(self.data.len(), &mut SplitMix64::for_stream(self.config.seed, &[epoch]))
+            permutation(
+                self.data.len(),
+                &mut SplitMix64::for_stream(self.config.seed, &[epoch]),
+            )
         } else {
             (0..self.data.len()).collect()
         }
@@ -118,7 +128,11 @@ impl DataLoader {
         let remaining = chunks.len();
         if self.config.prefetch == 0 {
             return EpochIter {
-                source: Source::Inline { loader: self.clone(), chunks: chunks.into_iter(), epoch },
+                source: Source::Inline {
+                    loader: self.clone(),
+                    chunks: chunks.into_iter(),
+                    epoch,
+                },
                 remaining,
             };
         }
@@ -137,9 +151,17 @@ impl DataLoader {
                 }
             });
         match handle {
-            Ok(handle) => EpochIter { source: Source::Thread { rx, _handle: handle }, remaining },
+            Ok(handle) => EpochIter {
+                source: Source::Thread {
+                    rx,
+                    _handle: handle,
+                },
+                remaining,
+            },
             Err(e) => EpochIter {
-                source: Source::Failed(Some(Error::Invalid(format!("cannot start the loader thread: {e}")))),
+                source: Source::Failed(Some(Error::Invalid(format!(
+                    "cannot start the loader thread: {e}"
+                )))),
                 remaining: 1,
             },
         }
@@ -186,8 +208,15 @@ impl DataLoader {
 }
 
 enum Source {
-    Inline { loader: DataLoader, chunks: std::vec::IntoIter<Vec<usize>>, epoch: u64 },
-    Thread { rx: Receiver<Result<Batch>>, _handle: JoinHandle<()> },
+    Inline {
+        loader: DataLoader,
+        chunks: std::vec::IntoIter<Vec<usize>>,
+        epoch: u64,
+    },
+    Thread {
+        rx: Receiver<Result<Batch>>,
+        _handle: JoinHandle<()>,
+    },
     Failed(Option<Error>),
 }
 
@@ -209,11 +238,19 @@ impl Iterator for EpochIter {
 
     fn next(&mut self) -> Option<Result<Batch>> {
         let item = match &mut self.source {
-            Source::Inline { loader, chunks, epoch } => chunks.next().map(|c| loader.build(&c, *epoch)),
+            Source::Inline {
+                loader,
+                chunks,
+                epoch,
+            } => chunks.next().map(|c| loader.build(&c, *epoch)),
             Source::Thread { rx, .. } => rx.recv().ok(),
             Source::Failed(e) => e.take().map(Err),
         };
-        self.remaining = if item.is_some() { self.remaining.saturating_sub(1) } else { 0 };
+        self.remaining = if item.is_some() {
+            self.remaining.saturating_sub(1)
+        } else {
+            0
+        };
         item
     }
 

@@ -26,7 +26,9 @@ impl Normalize {
             )));
         }
         if let Some(s) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-            return Err(Error::Invalid(format!("normalisation std {s} must be a positive number")));
+            return Err(Error::Invalid(format!(
+                "normalisation std {s} must be a positive number"
+            )));
         }
         Ok(())
     }
@@ -47,11 +49,15 @@ impl Normalize {
     pub fn fit(data: &dyn Dataset, channels: usize, max_samples: usize) -> Result<Normalize> {
         let n = data.sample_len();
         if channels == 0 || n % channels != 0 {
-            return Err(Error::Invalid(format!("cannot split a sample of {n} values into {channels} channels")));
+            return Err(Error::Invalid(format!(
+                "cannot split a sample of {n} values into {channels} channels"
+            )));
         }
         let take = data.len().min(max_samples.max(1));
         if take == 0 {
-            return Err(Error::Invalid("cannot measure normalisation on an empty dataset".into()));
+            return Err(Error::Invalid(
+                "cannot measure normalisation on an empty dataset".into(),
+            ));
         }
         let step = data.len() / take;
         let run = n / channels;
@@ -73,7 +79,11 @@ impl Normalize {
             .zip(&sum)
             .map(|(q, s)| {
                 let var = (q / count - (s / count).powi(2)).max(0.0);
-                if var > 1e-12 { var.sqrt() as f32 } else { 1.0 }
+                if var > 1e-12 {
+                    var.sqrt() as f32
+                } else {
+                    1.0
+                }
             })
             .collect();
         Ok(Normalize { mean, std })
@@ -86,12 +96,20 @@ mod tests {
 
     #[test]
     fn applies_per_channel() {
-        let n = Normalize { mean: vec![1.0, 10.0], std: vec![2.0, 5.0] };
+        let n = Normalize {
+            mean: vec![1.0, 10.0],
+            std: vec![2.0, 5.0],
+        };
         n.check(4).unwrap();
         let mut s = [3.0, 1.0, 20.0, 10.0];
         n.apply(&mut s);
         assert_eq!(s, [1.0, 0.0, 2.0, 0.0]);
         assert!(n.check(3).is_err());
-        assert!(Normalize { mean: vec![0.0], std: vec![0.0] }.check(4).is_err());
+        assert!(Normalize {
+            mean: vec![0.0],
+            std: vec![0.0]
+        }
+        .check(4)
+        .is_err());
     }
 }

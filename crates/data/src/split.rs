@@ -13,7 +13,7 @@ pub fn split(data: Arc<dyn Dataset>, validation: f64, seed: u64) -> Result<(Subs
     }
     let n = data.len();
     let held = ((n as f64) * validation).round() as usize;
-    let order = permutation(n, &mut SplitMix64::for_stream(seed, &[0x5_911_7]));
+    let order = permutation(n, &mut SplitMix64::for_stream(seed, &[0x5911_7000]));
     let (val, train) = order.split_at(held);
     let (mut train, mut val) = (train.to_vec(), val.to_vec());
     // Sorted indices read the underlying data in file order, which is kinder to caches.

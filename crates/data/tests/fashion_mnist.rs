@@ -1,11 +1,15 @@
 //! The IDX reader against the real Fashion-MNIST files (installed by scripts/setup.sh).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use kiln_data::{Dataset, IdxDataset, KnownDataset, Split};
 use sha2::{Digest, Sha256};
 
 // sha256 of the decompressed pixel and label payloads (everything after the IDX header).
-const TRAIN_PIXELS_SHA256: &str = "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012";
-const TRAIN_LABELS_SHA256: &str = "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7";
+const TRAIN_PIXELS_SHA256: &str =
+    "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012";
+const TRAIN_LABELS_SHA256: &str =
+    "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7";
 const TEST_PIXELS_SHA256: &str = "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a";
 
 fn load(split: Split) -> IdxDataset {
@@ -20,7 +24,10 @@ fn digest(ds: &IdxDataset) -> (String, String) {
         px.update(ds.raw_pixels(i).unwrap());
         lb.update([ds.label(i).unwrap() as u8]);
     }
-    (format!("{:x}", px.finalize()), format!("{:x}", lb.finalize()))
+    (
+        format!("{:x}", px.finalize()),
+        format!("{:x}", lb.finalize()),
+    )
 }
 
 #[test]
@@ -36,7 +43,10 @@ fn train_split_has_the_published_size_shape_labels_and_checksum() {
         assert!((0..10).contains(&l), "label {l} out of range");
         per_class[l as usize] += 1;
     }
-    assert_eq!(per_class, [6000; 10], "Fashion-MNIST's training set is balanced");
+    assert_eq!(
+        per_class, [6000; 10],
+        "Fashion-MNIST's training set is balanced"
+    );
     // The first labels as published: ankle boot, T-shirt, T-shirt, dress, ...
     let first: Vec<i64> = (0..4).map(|i| ds.label(i).unwrap()).collect();
     assert_eq!(first, [9, 0, 0, 3]);
@@ -46,7 +56,10 @@ fn train_split_has_the_published_size_shape_labels_and_checksum() {
     let mut sample = vec![0f32; 784];
     ds.read_into(0, &mut sample).unwrap();
     assert!(sample.iter().all(|v| (0.0..=1.0).contains(v)));
-    assert!(sample.iter().any(|&v| v == 1.0), "pixels are scaled so 255 becomes 1.0");
+    assert!(
+        sample.contains(&1.0),
+        "pixels are scaled so 255 becomes 1.0"
+    );
 }
 
 #[test]
@@ -59,6 +72,12 @@ fn test_split_reads_from_the_same_folder() {
 #[test]
 fn missing_dataset_says_how_to_install_it() {
     let dir = tempfile::tempdir().unwrap();
-    let err = KnownDataset::FashionMnist.load(Some(dir.path()), Split::Train).unwrap_err().to_string();
-    assert!(err.contains("train-images-idx3-ubyte") && err.contains("scripts/setup.sh"), "{err}");
+    let err = KnownDataset::FashionMnist
+        .load(Some(dir.path()), Split::Train)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("train-images-idx3-ubyte") && err.contains("scripts/setup.sh"),
+        "{err}"
+    );
 }

@@ -27,7 +27,14 @@ pub struct CnnSpec {
 
 impl Default for CnnSpec {
     fn default() -> Self {
-        CnnSpec { input: Vec::new(), channels: vec![32, 64], hidden: 128, classes: 0, dropout: 0.25, batch_norm: true }
+        CnnSpec {
+            input: Vec::new(),
+            channels: vec![32, 64],
+            hidden: 128,
+            classes: 0,
+            dropout: 0.25,
+            batch_norm: true,
+        }
     }
 }
 
@@ -35,7 +42,10 @@ impl CnnSpec {
     pub(crate) fn validate(&self) -> Result<()> {
         let (_, h, w) = image_input(&self.input, "cnn")?;
         if self.channels.is_empty() || self.channels.iter().any(|&c| c <= 0) {
-            return Err(Error::Spec(format!("cnn channels {:?} must be non-empty and positive", self.channels)));
+            return Err(Error::Spec(format!(
+                "cnn channels {:?} must be non-empty and positive",
+                self.channels
+            )));
         }
         let shrink = 1i64 << self.channels.len().min(30);
         if h < shrink || w < shrink {
@@ -45,7 +55,10 @@ impl CnnSpec {
             )));
         }
         if self.hidden <= 0 {
-            return Err(Error::Spec(format!("cnn hidden width {} must be positive", self.hidden)));
+            return Err(Error::Spec(format!(
+                "cnn hidden width {} must be positive",
+                self.hidden
+            )));
         }
         check_dropout(self.dropout)
     }
@@ -54,10 +67,18 @@ impl CnnSpec {
         let (mut cin, mut h, mut w) = (self.input[0], self.input[1], self.input[2]);
         let mut seq = nn::seq_t();
         for (i, &cout) in self.channels.iter().enumerate() {
-            let cfg = nn::ConvConfig { padding: 1, bias: !self.batch_norm, ..Default::default() };
+            let cfg = nn::ConvConfig {
+                padding: 1,
+                bias: !self.batch_norm,
+                ..Default::default()
+            };
             seq = seq.add(nn::conv2d(p / format!("conv{i}"), cin, cout, 3, cfg));
             if self.batch_norm {
-                seq = seq.add(nn::batch_norm2d(p / format!("bn{i}"), cout, Default::default()));
+                seq = seq.add(nn::batch_norm2d(
+                    p / format!("bn{i}"),
+                    cout,
+                    Default::default(),
+                ));
             }
             seq = seq.add_fn(|x| x.relu().max_pool2d_default(2));
             cin = cout;
@@ -66,8 +87,18 @@ impl CnnSpec {
         }
         let d = self.dropout;
         seq.add_fn_t(move |x, train| x.flatten(1, -1).dropout(d, train))
-            .add(nn::linear(p / "fc", cin * h * w, self.hidden, Default::default()))
+            .add(nn::linear(
+                p / "fc",
+                cin * h * w,
+                self.hidden,
+                Default::default(),
+            ))
             .add_fn_t(move |x, train| x.relu().dropout(d, train))
-            .add(nn::linear(p / "out", self.hidden, self.classes, Default::default()))
+            .add(nn::linear(
+                p / "out",
+                self.hidden,
+                self.classes,
+                Default::default(),
+            ))
     }
 }

@@ -13,7 +13,10 @@ pub struct Network {
 
 impl std::fmt::Debug for Network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Network").field("spec", &self.spec).field("parameters", &self.parameter_count()).finish()
+        f.debug_struct("Network")
+            .field("spec", &self.spec)
+            .field("parameters", &self.parameter_count())
+            .finish()
     }
 }
 
@@ -54,12 +57,18 @@ impl Network {
 
     /// The input shape with `-1` for the batch, e.g. `[-1, 1, 28, 28]`.
     pub fn input_shape(&self) -> Vec<i64> {
-        std::iter::once(-1).chain(self.spec.input().iter().copied()).collect()
+        std::iter::once(-1)
+            .chain(self.spec.input().iter().copied())
+            .collect()
     }
 
     /// Number of trainable scalars.
     pub fn parameter_count(&self) -> usize {
-        self.vs.trainable_variables().iter().map(|t| t.numel()).sum()
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel())
+            .sum()
     }
 
     /// Name, shape and dtype of every tensor the model saves (parameters and buffers such
@@ -77,7 +86,10 @@ impl Network {
         let want = self.input_shape();
         convert::require_kind(x, Kind::Float).map_err(|e| Error::Input(e.to_string()))?;
         if x.dim() != want.len() || x.size()[1..] != want[1..] {
-            return Err(Error::Input(format!("shape {:?} does not match the model's {want:?}", x.size())));
+            return Err(Error::Input(format!(
+                "shape {:?} does not match the model's {want:?}",
+                x.size()
+            )));
         }
         Ok(())
     }
@@ -86,7 +98,11 @@ impl Network {
     /// batch norm using and updating batch statistics) when `train` is true.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.check_input(x)?;
-        let x = if x.device() == self.device() { x.shallow_clone() } else { x.f_to_device(self.device())? };
+        let x = if x.device() == self.device() {
+            x.shallow_clone()
+        } else {
+            x.f_to_device(self.device())?
+        };
         Ok(self.module.forward_t(&x, train))
     }
 

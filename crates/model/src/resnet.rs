@@ -24,7 +24,12 @@ pub struct ResnetSpec {
 
 impl Default for ResnetSpec {
     fn default() -> Self {
-        ResnetSpec { input: Vec::new(), width: 16, blocks: vec![2, 2, 2], classes: 0 }
+        ResnetSpec {
+            input: Vec::new(),
+            width: 16,
+            blocks: vec![2, 2, 2],
+            classes: 0,
+        }
     }
 }
 
@@ -42,12 +47,21 @@ impl ResnetSpec {
 
     pub(crate) fn build(&self, p: &nn::Path) -> nn::SequentialT {
         let conv = |p: nn::Path, i, o, k, stride| {
-            let cfg = nn::ConvConfig { stride, padding: k / 2, bias: false, ..Default::default() };
+            let cfg = nn::ConvConfig {
+                stride,
+                padding: k / 2,
+                bias: false,
+                ..Default::default()
+            };
             nn::conv2d(p, i, o, k, cfg)
         };
         let mut seq = nn::seq_t()
             .add(conv(p / "stem" / "conv", self.input[0], self.width, 3, 1))
-            .add(nn::batch_norm2d(p / "stem" / "bn", self.width, Default::default()))
+            .add(nn::batch_norm2d(
+                p / "stem" / "bn",
+                self.width,
+                Default::default(),
+            ))
             .add_fn(|x| x.relu());
         let mut cin = self.width;
         for (s, &n) in self.blocks.iter().enumerate() {
@@ -56,7 +70,10 @@ impl ResnetSpec {
                 let stride = if s > 0 && b == 0 { 2 } else { 1 };
                 let q = p / format!("stage{s}") / format!("block{b}");
                 let down = (stride != 1 || cin != cout).then(|| {
-                    (conv(&q / "down_conv", cin, cout, 1, stride), nn::batch_norm2d(&q / "down_bn", cout, Default::default()))
+                    (
+                        conv(&q / "down_conv", cin, cout, 1, stride),
+                        nn::batch_norm2d(&q / "down_bn", cout, Default::default()),
+                    )
                 });
                 seq = seq.add(Block {
                     conv1: conv(&q / "conv1", cin, cout, 3, stride),

@@ -21,7 +21,11 @@ pub enum ModelSpec {
 impl ModelSpec {
     /// The MLP of the classic recipe: 784-128-10 with ReLU, on `[1, 28, 28]` inputs.
     pub fn classic_mlp() -> ModelSpec {
-        ModelSpec::Mlp(MlpSpec { input: vec![1, 28, 28], classes: 10, ..MlpSpec::default() })
+        ModelSpec::Mlp(MlpSpec {
+            input: vec![1, 28, 28],
+            classes: 10,
+            ..MlpSpec::default()
+        })
     }
 
     /// The architecture's name (`mlp`, `cnn`, `resnet`).
@@ -61,12 +65,16 @@ impl ModelSpec {
         if i.is_empty() {
             *i = input.to_vec();
         } else if i.as_slice() != input {
-            return Err(Error::Spec(format!("model input {i:?} does not match the data's sample shape {input:?}")));
+            return Err(Error::Spec(format!(
+                "model input {i:?} does not match the data's sample shape {input:?}"
+            )));
         }
         if *c == 0 {
             *c = classes;
         } else if *c != classes {
-            return Err(Error::Spec(format!("model has {c} classes, the data has {classes}")));
+            return Err(Error::Spec(format!(
+                "model has {c} classes, the data has {classes}"
+            )));
         }
         self.validate()
     }
@@ -75,10 +83,15 @@ impl ModelSpec {
     pub fn validate(&self) -> Result<()> {
         let input = self.input();
         if input.is_empty() || input.iter().any(|&d| d <= 0) {
-            return Err(Error::Spec(format!("input shape {input:?} must be non-empty with positive sizes")));
+            return Err(Error::Spec(format!(
+                "input shape {input:?} must be non-empty with positive sizes"
+            )));
         }
         if self.classes() < 2 {
-            return Err(Error::Spec(format!("classes is {}; a classifier needs at least 2", self.classes())));
+            return Err(Error::Spec(format!(
+                "classes is {}; a classifier needs at least 2",
+                self.classes()
+            )));
         }
         match self {
             ModelSpec::Mlp(s) => s.validate(),
@@ -92,13 +105,17 @@ pub(crate) fn check_dropout(p: f64) -> Result<()> {
     if (0.0..1.0).contains(&p) {
         Ok(())
     } else {
-        Err(Error::Spec(format!("dropout {p} must be at least 0 and below 1")))
+        Err(Error::Spec(format!(
+            "dropout {p} must be at least 0 and below 1"
+        )))
     }
 }
 
 pub(crate) fn image_input(input: &[i64], arch: &str) -> Result<(i64, i64, i64)> {
     match *input {
         [c, h, w] => Ok((c, h, w)),
-        _ => Err(Error::Spec(format!("{arch} needs an image input [channels, height, width], got {input:?}"))),
+        _ => Err(Error::Spec(format!(
+            "{arch} needs an image input [channels, height, width], got {input:?}"
+        ))),
     }
 }

@@ -12,8 +12,15 @@ fn sibling(path: &Path, tag: &str) -> io::Result<PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    Ok(path.with_file_name(format!(".{}.{tag}-{}-{nanos}", name.to_string_lossy(), std::process::id())))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    Ok(path.with_file_name(format!(
+        ".{}.{tag}-{}-{nanos}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
 }
 
 fn parent_of(path: &Path) -> &Path {
@@ -94,7 +101,10 @@ mod tests {
         write_dir(&p, &[("x", b"3")]).unwrap();
         assert_eq!(fs::read(p.join("x")).unwrap(), b"3");
         assert!(!p.join("y").exists(), "the old folder is replaced whole");
-        let names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "only a/ and pkg/ remain: {names:?}");
     }
 }

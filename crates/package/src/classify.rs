@@ -19,7 +19,10 @@ pub struct ClassScore {
 }
 
 fn invalid(reason: String) -> Error {
-    Error::Invalid { path: PathBuf::from("input"), reason }
+    Error::Invalid {
+        path: PathBuf::from("input"),
+        reason,
+    }
 }
 
 impl Manifest {
@@ -40,7 +43,10 @@ impl Manifest {
             )));
         }
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(invalid(format!("value {i} is {}; expected a finite number", values[i])));
+            return Err(invalid(format!(
+                "value {i} is {}; expected a finite number",
+                values[i]
+            )));
         }
         if let Some(norm) = &self.input.normalize {
             norm.apply(&mut values);
@@ -52,7 +58,11 @@ impl Manifest {
     /// the manifest's image layout, scaled and normalised. `what` names the source in errors.
     pub fn prepare_image(&self, bytes: &[u8], what: &str) -> Result<Vec<f32>> {
         let layout = self.input.image.ok_or_else(|| {
-            invalid(format!("model {:?} does not take images (its input is {:?})", self.name, self.model.input()))
+            invalid(format!(
+                "model {:?} does not take images (its input is {:?})",
+                self.name,
+                self.model.input()
+            ))
         })?;
         let mut out = vec![0f32; self.sample_len()];
         decode_image(bytes, layout, what, &mut out).map_err(|e| invalid(e.to_string()))?;
@@ -66,11 +76,19 @@ impl Manifest {
 /// The `k` most probable classes of `probabilities`, most probable first.
 pub fn top_k(probabilities: &[f32], k: usize, labels: &[String]) -> Vec<ClassScore> {
     let mut order: Vec<usize> = (0..probabilities.len()).collect();
-    order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        probabilities[b]
+            .total_cmp(&probabilities[a])
+            .then(a.cmp(&b))
+    });
     order
         .into_iter()
         .take(k)
-        .map(|c| ClassScore { class: c, label: labels.get(c).cloned().unwrap_or_default(), probability: probabilities[c] })
+        .map(|c| ClassScore {
+            class: c,
+            label: labels.get(c).cloned().unwrap_or_default(),
+            probability: probabilities[c],
+        })
         .collect()
 }
 
@@ -80,7 +98,10 @@ impl Package {
     pub fn probabilities(&self, samples: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
         let n = self.manifest.sample_len();
         if let Some(bad) = samples.iter().position(|s| s.len() != n) {
-            return Err(invalid(format!("sample {bad} has {} values; the model takes {n}", samples[bad].len())));
+            return Err(invalid(format!(
+                "sample {bad} has {} values; the model takes {n}",
+                samples[bad].len()
+            )));
         }
         if samples.is_empty() {
             return Ok(Vec::new());
@@ -108,7 +129,10 @@ mod tests {
     fn top_k_orders_by_probability_and_names_classes() {
         let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         let top = top_k(&[0.2, 0.5, 0.3], 2, &labels);
-        assert_eq!(top.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(
+            top.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
         assert_eq!(top_k(&[0.2, 0.5, 0.3], 10, &labels).len(), 3);
     }
 }

@@ -135,7 +135,11 @@ impl Manifest {
                 labels,
             },
             training: None,
-            weights: WeightsRef { file: crate::WEIGHTS_FILE.into(), sha256: String::new(), bytes: 0 },
+            weights: WeightsRef {
+                file: crate::WEIGHTS_FILE.into(),
+                sha256: String::new(),
+                bytes: 0,
+            },
         }
     }
 
@@ -149,22 +153,36 @@ impl Manifest {
             ));
         }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.contains("..") {
-            return Err(format!("name {:?} must be non-empty without path separators or `..`", self.name));
+            return Err(format!(
+                "name {:?} must be non-empty without path separators or `..`",
+                self.name
+            ));
         }
         if self.version == 0 {
             return Err("version must be a positive integer".into());
         }
         self.model.validate().map_err(|e| e.to_string())?;
-        let want_in: Vec<i64> = std::iter::once(-1).chain(self.model.input().iter().copied()).collect();
+        let want_in: Vec<i64> = std::iter::once(-1)
+            .chain(self.model.input().iter().copied())
+            .collect();
         if self.input.shape != want_in {
-            return Err(format!("input.shape {:?} does not match the model's {want_in:?}", self.input.shape));
+            return Err(format!(
+                "input.shape {:?} does not match the model's {want_in:?}",
+                self.input.shape
+            ));
         }
         let classes = self.model.classes();
         if self.output.shape != [-1, classes] {
-            return Err(format!("output.shape {:?} does not match the model's [-1, {classes}]", self.output.shape));
+            return Err(format!(
+                "output.shape {:?} does not match the model's [-1, {classes}]",
+                self.output.shape
+            ));
         }
         if self.output.labels.len() as i64 != classes {
-            return Err(format!("output.labels has {} names for {classes} classes", self.output.labels.len()));
+            return Err(format!(
+                "output.labels has {} names for {classes} classes",
+                self.output.labels.len()
+            ));
         }
         if let Some(n) = &self.input.normalize {
             let len = self.model.input().iter().product::<i64>() as usize;
@@ -173,11 +191,17 @@ impl Manifest {
         if let Some(img) = &self.input.image {
             let shape = [img.channels as i64, img.height as i64, img.width as i64];
             if self.model.input() != shape {
-                return Err(format!("input.image {shape:?} does not match the model input {:?}", self.model.input()));
+                return Err(format!(
+                    "input.image {shape:?} does not match the model input {:?}",
+                    self.model.input()
+                ));
             }
         }
         if self.weights.file.contains(['/', '\\']) || self.weights.file.contains("..") {
-            return Err(format!("weights.file {:?} must be a plain file name", self.weights.file));
+            return Err(format!(
+                "weights.file {:?} must be a plain file name",
+                self.weights.file
+            ));
         }
         Ok(())
     }

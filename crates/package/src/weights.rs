@@ -55,16 +55,25 @@ pub fn encode_weights(net: &Network) -> Result<Vec<u8>, String> {
         let dtype = DType::of(&t).map_err(|e| format!("{name}: {e}"))?;
         let data = convert::tensor_to_bytes(&t).map_err(|e| format!("{name}: {e}"))?;
         let shape = t.size().iter().map(|&d| d as usize).collect();
-        raws.insert(name, Raw { dtype: st_dtype(dtype), shape, data });
+        raws.insert(
+            name,
+            Raw {
+                dtype: st_dtype(dtype),
+                shape,
+                data,
+            },
+        );
     }
     let meta = HashMap::from([("format".to_string(), "kiln".to_string())]);
-    safetensors::tensor::serialize(raws.iter().map(|(k, v)| (k.as_str(), v)), Some(meta)).map_err(|e| e.to_string())
+    safetensors::tensor::serialize(raws.iter().map(|(k, v)| (k.as_str(), v)), Some(meta))
+        .map_err(|e| e.to_string())
 }
 
 /// Checks a safetensors file against `net`'s tensors (names, shapes, dtypes) and copies
 /// the values in. Every mismatch is listed in the error, not just the first.
 pub fn decode_weights(bytes: &[u8], net: &mut Network) -> Result<(), String> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("not a valid safetensors file: {e}"))?;
     let expected = net.parameter_shapes().map_err(|e| e.to_string())?;
     let found: BTreeMap<String, _> = st.tensors().into_iter().collect();
     let mut problems = Vec::new();
@@ -74,7 +83,9 @@ pub fn decode_weights(bytes: &[u8], net: &mut Network) -> Result<(), String> {
             Some(view) => {
                 let got: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
                 if &got != shape {
-                    problems.push(format!("tensor {name:?} has shape {got:?}, the model expects {shape:?}"));
+                    problems.push(format!(
+                        "tensor {name:?} has shape {got:?}, the model expects {shape:?}"
+                    ));
                 }
                 if view.dtype() != st_dtype(*dtype) {
                     problems.push(format!(
@@ -95,8 +106,11 @@ pub fn decode_weights(bytes: &[u8], net: &mut Network) -> Result<(), String> {
     let vars = net.var_store().variables();
     tch::no_grad(|| {
         for (name, (shape, dtype)) in &expected {
-            let (Some(view), Some(var)) = (found.get(name), vars.get(name)) else { continue };
-            let src = convert::tensor_from_bytes(view.data(), shape, *dtype).map_err(|e| format!("{name}: {e}"))?;
+            let (Some(view), Some(var)) = (found.get(name), vars.get(name)) else {
+                continue;
+            };
+            let src = convert::tensor_from_bytes(view.data(), shape, *dtype)
+                .map_err(|e| format!("{name}: {e}"))?;
             let mut var = var.shallow_clone();
             var.f_copy_(&src).map_err(|e| format!("{name}: {e}"))?;
         }

@@ -1,12 +1,20 @@
 //! Saving and loading packages, and every way a damaged package must fail to load.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use kiln_model::{CnnSpec, ModelSpec, Network};
 use kiln_package::{sha256_hex, Manifest, Package, MANIFEST_FILE, WEIGHTS_FILE};
 use kiln_tensor::{convert, tch, Device, Kind, Tensor};
 use std::path::{Path, PathBuf};
 
 fn cnn_spec() -> ModelSpec {
-    ModelSpec::Cnn(CnnSpec { input: vec![1, 28, 28], channels: vec![4, 8], hidden: 16, classes: 10, ..Default::default() })
+    ModelSpec::Cnn(CnnSpec {
+        input: vec![1, 28, 28],
+        channels: vec![4, 8],
+        hidden: 16,
+        classes: 10,
+        ..Default::default()
+    })
 }
 
 fn labels() -> Vec<String> {
@@ -55,7 +63,10 @@ fn a_saved_package_reloads_into_an_identical_model() {
         assert_eq!(loaded.manifest.weights.sha256, sha256_hex(&bytes));
         // A fresh model with other weights gives other outputs: the check above is not vacuous.
         let other = Network::new(net.spec().clone(), Device::Cpu).unwrap();
-        assert_ne!(a, convert::tensor_to_f32(&other.infer(&x).unwrap()).unwrap());
+        assert_ne!(
+            a,
+            convert::tensor_to_f32(&other.infer(&x).unwrap()).unwrap()
+        );
     }
 }
 
@@ -68,7 +79,10 @@ fn one_flipped_byte_in_the_weights_fails_the_hash_check() {
     bytes[mid] ^= 0x01;
     std::fs::write(&path, bytes).unwrap();
     let err = load_err(&dir);
-    assert!(err.contains("weights.safetensors") && err.contains("sha256") && err.contains("corrupt"), "{err}");
+    assert!(
+        err.contains("weights.safetensors") && err.contains("sha256") && err.contains("corrupt"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -87,14 +101,22 @@ fn a_wrong_format_version_is_refused() {
     let (_d, dir, _) = saved(ModelSpec::classic_mlp());
     rewrite_manifest(&dir, |v| v["format_version"] = 99.into());
     let err = load_err(&dir);
-    assert!(err.contains("manifest.json") && err.contains("format version 99 is not supported"), "{err}");
+    assert!(
+        err.contains("manifest.json") && err.contains("format version 99 is not supported"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_tensor_of_the_wrong_shape_is_named_with_both_shapes() {
     let (_d, dir, _) = saved(ModelSpec::classic_mlp());
     // Weights of a 784-64-10 MLP, correctly hashed, under a manifest that says 784-128-10.
-    let small = ModelSpec::Mlp(kiln_model::MlpSpec { input: vec![1, 28, 28], hidden: vec![64], classes: 10, ..Default::default() });
+    let small = ModelSpec::Mlp(kiln_model::MlpSpec {
+        input: vec![1, 28, 28],
+        hidden: vec![64],
+        classes: 10,
+        ..Default::default()
+    });
     let net = Network::new(small, Device::Cpu).unwrap();
     let bytes = kiln_package::encode_weights(&net).unwrap();
     std::fs::write(dir.join(WEIGHTS_FILE), &bytes).unwrap();
@@ -103,13 +125,18 @@ fn a_tensor_of_the_wrong_shape_is_named_with_both_shapes() {
         v["weights"]["bytes"] = bytes.len().into();
     });
     let err = load_err(&dir);
-    assert!(err.contains("\"fc0.weight\" has shape [64, 784], the model expects [128, 784]"), "{err}");
+    assert!(
+        err.contains("\"fc0.weight\" has shape [64, 784], the model expects [128, 784]"),
+        "{err}"
+    );
 }
 
 #[test]
 fn manifest_inconsistencies_and_garbage_are_reported() {
     let (_d, dir, _) = saved(ModelSpec::classic_mlp());
-    rewrite_manifest(&dir, |v| v["output"]["labels"] = serde_json::json!(["a", "b"]));
+    rewrite_manifest(&dir, |v| {
+        v["output"]["labels"] = serde_json::json!(["a", "b"])
+    });
     assert!(load_err(&dir).contains("output.labels has 2 names for 10 classes"));
     std::fs::write(dir.join(MANIFEST_FILE), b"{not json").unwrap();
     assert!(load_err(&dir).contains("is not valid JSON"));
@@ -119,7 +146,12 @@ fn manifest_inconsistencies_and_garbage_are_reported() {
 fn saving_over_a_package_replaces_it_whole() {
     let (_d, dir, _) = saved(ModelSpec::classic_mlp());
     let net = Network::new(cnn_spec(), Device::Cpu).unwrap();
-    Package::save(&dir, Manifest::new("fashion", 4, &net, labels(), None, None), &net).unwrap();
+    Package::save(
+        &dir,
+        Manifest::new("fashion", 4, &net, labels(), None, None),
+        &net,
+    )
+    .unwrap();
     let loaded = Package::load(&dir, Device::Cpu).unwrap();
     assert_eq!(loaded.manifest.version, 4);
     assert_eq!(loaded.manifest.model.arch(), "cnn");
@@ -128,5 +160,8 @@ fn saving_over_a_package_replaces_it_whole() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with('.'))
         .collect();
-    assert!(leftovers.is_empty(), "temporary folders left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary folders left behind: {leftovers:?}"
+    );
 }

@@ -1,6 +1,6 @@
 //! `TrainConfig`: everything a training run needs, from a JSON or TOML file plus overrides.
 
-use crate::{Error, Result};
+use crate::{Error, Result, Schedule};
 use kiln_data::{Augment, ImageLayout, LabelColumn};
 use kiln_model::{CnnSpec, ModelSpec};
 use kiln_tensor::DeviceChoice;
@@ -145,6 +145,8 @@ pub struct OptimizerConfig {
     pub weight_decay: f64,
     /// Adam's beta1 and beta2.
     pub betas: (f64, f64),
+    /// How the learning rate changes over the run.
+    pub schedule: Schedule,
 }
 
 impl Default for OptimizerConfig {
@@ -156,6 +158,7 @@ impl Default for OptimizerConfig {
             nesterov: false,
             weight_decay: 0.0,
             betas: (0.9, 0.999),
+            schedule: Schedule::Constant,
         }
     }
 }
@@ -165,7 +168,8 @@ impl TrainConfig {
     /// `path.to.key=value` with the value parsed as TOML (a bare word is a string).
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<TrainConfig> {
         let mut value = match path {
-            None => serde_json::to_value(TrainConfig::default()).map_err(|e| Error::Config(e.to_string()))?,
+            None => serde_json::to_value(TrainConfig::default())
+                .map_err(|e| Error::Config(e.to_string()))?,
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
                 let parsed: std::result::Result<serde_json::Value, String> =
@@ -181,7 +185,9 @@ impl TrainConfig {
             apply_override(&mut value, item)?;
         }
         let config: TrainConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let source = path.map(|p| p.display().to_string()).unwrap_or_else(|| "defaults".into());
+            let source = path
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "defaults".into());
             Error::Config(format!("{source}: {}: {}", e.path(), e.inner()))
         })?;
         config.validate()?;
@@ -204,31 +210,49 @@ impl TrainConfig {
             return bad("version must be a positive integer".into());
         }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.contains("..") {
-            return bad(format!("name {:?} must be non-empty, without path separators or `..`", self.name));
+            return bad(format!(
+                "name {:?} must be non-empty, without path separators or `..`",
+                self.name
+            ));
         }
         let o = &self.optimizer;
         if !(o.lr.is_finite() && o.lr > 0.0) {
-            return bad(format!("optimizer.lr is {}; expected a positive number such as 0.001", o.lr));
+            return bad(format!(
+                "optimizer.lr is {}; expected a positive number such as 0.001",
+                o.lr
+            ));
         }
-        if !(0.0..1.0).contains(&o.momentum) || o.weight_decay < 0.0 || !o.weight_decay.is_finite() {
+        if !(0.0..1.0).contains(&o.momentum) || o.weight_decay < 0.0 || !o.weight_decay.is_finite()
+        {
             return bad(format!(
                 "optimizer.momentum ({}) must be in [0, 1) and weight_decay ({}) non-negative",
                 o.momentum, o.weight_decay
             ));
         }
         if !(0.0..1.0).contains(&o.betas.0) || !(0.0..1.0).contains(&o.betas.1) {
-            return bad(format!("optimizer.betas {:?} must both be in [0, 1)", o.betas));
+            return bad(format!(
+                "optimizer.betas {:?} must both be in [0, 1)",
+                o.betas
+            ));
         }
+        o.schedule.validate()?;
         let d = &self.data;
         if !(0.0..1.0).contains(&d.validation) {
-            return bad(format!("data.validation is {}; expected a fraction at least 0 and below 1", d.validation));
+            return bad(format!(
+                "data.validation is {}; expected a fraction at least 0 and below 1",
+                d.validation
+            ));
         }
         match d.dataset {
-            DatasetKind::Csv | DatasetKind::ImageFolder if d.train.is_none() => {
-                return bad("data.train must name the training file or folder for csv and image-folder data".into())
-            }
+            DatasetKind::Csv | DatasetKind::ImageFolder if d.train.is_none() => return bad(
+                "data.train must name the training file or folder for csv and image-folder data"
+                    .into(),
+            ),
             DatasetKind::ImageFolder if d.image.is_none() => {
-                return bad("data.image = { channels, height, width } is needed for image-folder data".into())
+                return bad(
+                    "data.image = { channels, height, width } is needed for image-folder data"
+                        .into(),
+                )
             }
             _ => {}
         }
@@ -238,9 +262,11 @@ impl TrainConfig {
 
 /// Sets `path.to.key` in `value` to `raw` parsed as a TOML value (or a string).
 fn apply_override(value: &mut serde_json::Value, item: &str) -> Result<()> {
-    let (key, raw) = item
-        .split_once('=')
-        .ok_or_else(|| Error::Config(format!("override {item:?} must look like key=value, e.g. optimizer.lr=0.01")))?;
+    let (key, raw) = item.split_once('=').ok_or_else(|| {
+        Error::Config(format!(
+            "override {item:?} must look like key=value, e.g. optimizer.lr=0.01"
+        ))
+    })?;
     let parsed: serde_json::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
@@ -251,8 +277,12 @@ fn apply_override(value: &mut serde_json::Value, item: &str) -> Result<()> {
         if !slot.is_object() {
             *slot = serde_json::Value::Object(Default::default());
         }
-        let serde_json::Value::Object(map) = slot else { unreachable!() };
-        slot = map.entry(part.to_string()).or_insert(serde_json::Value::Null);
+        let serde_json::Value::Object(map) = slot else {
+            unreachable!()
+        };
+        slot = map
+            .entry(part.to_string())
+            .or_insert(serde_json::Value::Null);
     }
     *slot = parsed;
     Ok(())
@@ -264,7 +294,15 @@ mod tests {
 
     #[test]
     fn overrides_reach_nested_fields_and_parse_types() {
-        let c = TrainConfig::load(None, &["optimizer.lr=0.05".into(), "data.augment.hflip=true".into(), "name=shirt".into()]).unwrap();
+        let c = TrainConfig::load(
+            None,
+            &[
+                "optimizer.lr=0.05".into(),
+                "data.augment.hflip=true".into(),
+                "name=shirt".into(),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.optimizer.lr, 0.05);
         assert!(c.data.augment.hflip);
         assert_eq!(c.name, "shirt");
@@ -274,15 +312,28 @@ mod tests {
 
     #[test]
     fn bad_values_say_what_was_expected() {
-        let err = TrainConfig::load(None, &["optimizer.lr=-1".into()]).unwrap_err().to_string();
+        let err = TrainConfig::load(None, &["optimizer.lr=-1".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("optimizer.lr is -1"), "{err}");
-        let err = TrainConfig::load(None, &["epochs=\"many\"".into()]).unwrap_err().to_string();
-        assert!(err.contains("epochs: invalid type") && err.contains("\"many\""), "{err}");
-        let err = TrainConfig::load(None, &["optimiser.lr=1".into()]).unwrap_err().to_string();
+        let err = TrainConfig::load(None, &["epochs=\"many\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("epochs: invalid type") && err.contains("\"many\""),
+            "{err}"
+        );
+        let err = TrainConfig::load(None, &["optimiser.lr=1".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `optimiser`"), "{err}");
-        let err = TrainConfig::load(None, &["data.validation=1.5".into()]).unwrap_err().to_string();
+        let err = TrainConfig::load(None, &["data.validation=1.5".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("data.validation is 1.5"), "{err}");
-        let err = TrainConfig::load(None, &["noequals".into()]).unwrap_err().to_string();
+        let err = TrainConfig::load(None, &["noequals".into()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("key=value"), "{err}");
     }
 }

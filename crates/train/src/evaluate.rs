@@ -30,14 +30,22 @@ impl Tally {
     pub(crate) fn add(&mut self, loss: &Tensor, logits: &Tensor, labels: &Tensor) -> Result<()> {
         let n = labels.size()[0] as usize;
         self.loss_sum += loss.f_double_value(&[])? * n as f64;
-        self.correct += logits.f_argmax(-1, false)?.f_eq_tensor(labels)?.f_sum(Kind::Int64)?.f_int64_value(&[])?;
+        self.correct += logits
+            .f_argmax(-1, false)?
+            .f_eq_tensor(labels)?
+            .f_sum(Kind::Int64)?
+            .f_int64_value(&[])?;
         self.samples += n;
         Ok(())
     }
 
     pub(crate) fn result(&self) -> EvalResult {
         let n = self.samples.max(1) as f64;
-        EvalResult { loss: self.loss_sum / n, accuracy: self.correct as f64 / n, samples: self.samples }
+        EvalResult {
+            loss: self.loss_sum / n,
+            accuracy: self.correct as f64 / n,
+            samples: self.samples,
+        }
     }
 }
 

@@ -22,6 +22,7 @@ mod metrics_log;
 mod optimizer;
 mod predict;
 mod progress;
+mod schedule;
 mod sources;
 mod trainer;
 
@@ -31,5 +32,6 @@ pub use evaluate::{evaluate, evaluate_package, EvalResult};
 pub use metrics_log::MetricsLog;
 pub use optimizer::build_optimizer;
 pub use predict::{predict_files, Prediction};
+pub use schedule::Schedule;
 pub use sources::{open_split, Sources};
 pub use trainer::{train, train_with, EpochReport, TrainReport};

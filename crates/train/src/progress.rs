@@ -12,7 +12,11 @@ pub(crate) struct Progress {
 
 impl Progress {
     pub(crate) fn new(total_steps: u64, quiet: bool) -> Progress {
-        let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+        let target = if quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
         let bar = ProgressBar::with_draw_target(Some(total_steps), target);
         let style = ProgressStyle::with_template(
             "{prefix:>11} [{bar:28.cyan/blue}] {pos}/{len} {msg} | {elapsed_precise} elapsed, {eta} left",
@@ -20,16 +24,30 @@ impl Progress {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
         bar.set_style(style);
-        Progress { bar, last_draw: Instant::now() - Duration::from_secs(1) }
+        Progress {
+            bar,
+            last_draw: Instant::now() - Duration::from_secs(1),
+        }
     }
 
     /// Records one finished step; the message is refreshed a few times a second.
-    pub(crate) fn step(&mut self, epoch: usize, epochs: usize, loss: f64, accuracy: f64, samples_per_sec: f64) {
+    pub(crate) fn step(
+        &mut self,
+        epoch: usize,
+        epochs: usize,
+        loss: f64,
+        accuracy: f64,
+        samples_per_sec: f64,
+    ) {
         self.bar.inc(1);
         if self.last_draw.elapsed() >= Duration::from_millis(200) {
             self.last_draw = Instant::now();
-            self.bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
-            self.bar.set_message(format!("loss {loss:.4} acc {accuracy:.4} {:.0} samples/s", samples_per_sec));
+            self.bar
+                .set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
+            self.bar.set_message(format!(
+                "loss {loss:.4} acc {accuracy:.4} {:.0} samples/s",
+                samples_per_sec
+            ));
         }
     }
 

@@ -1,7 +1,9 @@
 //! Opening the datasets a config names: train, validation and test.
 
 use crate::{DataConfig, DatasetKind, Error, Result};
-use kiln_data::{split, take_first, CsvDataset, Dataset, ImageFolder, ImageLayout, KnownDataset, Split};
+use kiln_data::{
+    split, take_first, CsvDataset, Dataset, ImageFolder, ImageLayout, KnownDataset, Split,
+};
 use std::sync::Arc;
 
 /// The datasets of a run.
@@ -25,8 +27,11 @@ impl Sources {
     pub fn open(cfg: &DataConfig, seed: u64) -> Result<Sources> {
         let full = open_split(cfg, Split::Train)?
             .ok_or_else(|| Error::Config("the data config names no training data".into()))?;
-        let full: Arc<dyn Dataset> =
-            if cfg.limit_train > 0 { Arc::new(take_first(full, cfg.limit_train)?) } else { full };
+        let full: Arc<dyn Dataset> = if cfg.limit_train > 0 {
+            Arc::new(take_first(full, cfg.limit_train)?)
+        } else {
+            full
+        };
         let classes = full.classes().to_vec();
         let (train, val): (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>) = if cfg.validation > 0.0 {
             let (t, v) = split(full, cfg.validation, seed)?;
@@ -35,7 +40,9 @@ impl Sources {
             (full, None)
         };
         if train.is_empty() {
-            return Err(Error::Config("no training samples are left after the validation split".into()));
+            return Err(Error::Config(
+                "no training samples are left after the validation split".into(),
+            ));
         }
         let test = open_split(cfg, Split::Test)?;
         let test: Option<Arc<dyn Dataset>> = match test {
@@ -43,18 +50,31 @@ impl Sources {
             other => other,
         };
         let image = match cfg.dataset {
-            DatasetKind::FashionMnist | DatasetKind::Mnist => Some(ImageLayout { channels: 1, height: 28, width: 28 }),
+            DatasetKind::FashionMnist | DatasetKind::Mnist => Some(ImageLayout {
+                channels: 1,
+                height: 28,
+                width: 28,
+            }),
             DatasetKind::ImageFolder => cfg.image,
             DatasetKind::Csv => None,
         };
         let description = match cfg.dataset {
             DatasetKind::FashionMnist => "fashion-mnist".to_string(),
             DatasetKind::Mnist => "mnist".to_string(),
-            DatasetKind::Csv | DatasetKind::ImageFolder => {
-                cfg.train.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
-            }
+            DatasetKind::Csv | DatasetKind::ImageFolder => cfg
+                .train
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
         };
-        Ok(Sources { train, val, test, classes, image, description })
+        Ok(Sources {
+            train,
+            val,
+            test,
+            classes,
+            image,
+            description,
+        })
     }
 }
 
@@ -77,7 +97,9 @@ pub fn open_split(cfg: &DataConfig, which: Split) -> Result<Option<Arc<dyn Datas
         DatasetKind::ImageFolder => match (path, cfg.image) {
             (Some(p), Some(layout)) => Ok(Some(Arc::new(ImageFolder::load(p, layout)?))),
             (None, _) => Ok(None),
-            (Some(_), None) => Err(Error::Config("data.image = { channels, height, width } is needed for image-folder data".into())),
+            (Some(_), None) => Err(Error::Config(
+                "data.image = { channels, height, width } is needed for image-folder data".into(),
+            )),
         },
     }
 }

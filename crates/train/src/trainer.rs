@@ -2,7 +2,9 @@
 
 use crate::evaluate::Tally;
 use crate::progress::Progress;
-use crate::{build_optimizer, evaluate, EvalResult, Error, MetricsLog, Result, Sources, TrainConfig};
+use crate::{
+    build_optimizer, evaluate, Error, EvalResult, MetricsLog, Result, Sources, TrainConfig,
+};
 use kiln_data::{Augment, DataLoader, Dataset, LoaderConfig, Normalize};
 use kiln_model::Network;
 use kiln_package::{atomic, Manifest, Package, TrainingSummary};
@@ -25,6 +27,8 @@ pub struct EpochReport {
     /// Validation loss and accuracy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val: Option<EvalResult>,
+    /// The learning rate of the epoch's last step.
+    pub lr: f64,
     /// Training throughput.
     pub samples_per_sec: f64,
     /// Wall time of the epoch, validation included.
@@ -52,7 +56,12 @@ pub struct TrainReport {
 fn prepare_out_dir(out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let probe = out.join(".kiln-write-test");
-    std::fs::write(&probe, b"").map_err(|e| Error::io(out, std::io::Error::new(e.kind(), format!("output folder is not writable: {e}"))))?;
+    std::fs::write(&probe, b"").map_err(|e| {
+        Error::io(
+            out,
+            std::io::Error::new(e.kind(), format!("output folder is not writable: {e}")),
+        )
+    })?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
@@ -69,17 +78,29 @@ pub fn train_with(config: &TrainConfig, out: &Path, quiet: bool) -> Result<Train
     prepare_out_dir(out)?;
     let runtime = Runtime::init(config.device, config.threads, config.seed)?;
     let sources = Sources::open(&config.data, config.seed)?;
-    let shape: Vec<i64> = sources.train.sample_shape().iter().map(|&d| d as i64).collect();
+    let shape: Vec<i64> = sources
+        .train
+        .sample_shape()
+        .iter()
+        .map(|&d| d as i64)
+        .collect();
     let normalize = if config.data.normalize {
-        let channels = sources.image.map(|l| l.channels).unwrap_or_else(|| sources.train.sample_len());
+        let channels = sources
+            .image
+            .map(|l| l.channels)
+            .unwrap_or_else(|| sources.train.sample_len());
         Some(Normalize::fit(&*sources.train, channels, 20_000)?)
     } else {
         None
     };
     let mut resolved = config.clone();
-    resolved.model.fit_to(&shape, sources.classes.len() as i64)?;
-    let config_json = serde_json::to_vec_pretty(&resolved).map_err(|e| Error::Config(e.to_string()))?;
-    atomic::write_file(&out.join("config.json"), &config_json).map_err(|e| Error::io(out.join("config.json"), e))?;
+    resolved
+        .model
+        .fit_to(&shape, sources.classes.len() as i64)?;
+    let config_json =
+        serde_json::to_vec_pretty(&resolved).map_err(|e| Error::Config(e.to_string()))?;
+    atomic::write_file(&out.join("config.json"), &config_json)
+        .map_err(|e| Error::io(out.join("config.json"), e))?;
 
     let net = Network::new(resolved.model.clone(), runtime.device)?;
     let mut opt = build_optimizer(&config.optimizer, net.var_store())?;
@@ -109,7 +130,10 @@ pub fn train_with(config: &TrainConfig, out: &Path, quiet: bool) -> Result<Train
         )
     };
     let mut log = MetricsLog::create(&out.join("metrics.jsonl"))?;
-    let mut progress = Progress::new((train_loader.batches_per_epoch() * config.epochs) as u64, quiet);
+    let mut progress = Progress::new(
+        (train_loader.batches_per_epoch() * config.epochs) as u64,
+        quiet,
+    );
     progress.println(&format!(
         "training {} ({} parameters) on {} ({} train, {} validation samples) on {:?} with {} threads",
         resolved.model.arch(),
@@ -122,11 +146,18 @@ pub fn train_with(config: &TrainConfig, out: &Path, quiet: bool) -> Result<Train
     ));
 
     let mut epochs = Vec::new();
+    let per_epoch = train_loader.batches_per_epoch();
+    let total_steps = per_epoch * config.epochs;
+    let mut step = 0usize;
+    let mut lr = config.optimizer.lr;
     for epoch in 0..config.epochs {
         let epoch_start = Instant::now();
         let mut tally = Tally::default();
         for batch in train_loader.epoch(epoch as u64) {
             let batch = batch?;
+            lr = config.optimizer.schedule.rate(config.optimizer.lr, step, total_steps, per_epoch);
+            opt.set_lr(lr);
+            step += 1;
             let labels = batch.labels.f_to_device(runtime.device)?;
             let logits = net.forward(&batch.inputs, true)?;
             let loss = crate::evaluate::cross_entropy(&logits, &labels)?;
@@ -155,11 +186,14 @@ pub fn train_with(config: &TrainConfig, out: &Path, quiet: bool) -> Result<Train
             train_loss: t.loss,
             train_accuracy: t.accuracy,
             val,
+            lr,
             samples_per_sec: t.samples as f64 / train_time.max(1e-9),
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
         log.write(&serde_json::json!({"kind": "epoch", "report": &report}))?;
-        let val_text = val.map(|v| format!(", val loss {:.4} acc {:.4}", v.loss, v.accuracy)).unwrap_or_default();
+        let val_text = val
+            .map(|v| format!(", val loss {:.4} acc {:.4}", v.loss, v.accuracy))
+            .unwrap_or_default();
         progress.println(&format!(
             "epoch {:>3}/{}: train loss {:.4} acc {:.4}{val_text} ({:.0} samples/s, {:.1}s)",
             epoch + 1,
@@ -192,7 +226,14 @@ pub fn train_with(config: &TrainConfig, out: &Path, quiet: bool) -> Result<Train
         metrics.insert("test_accuracy".to_string(), t.accuracy);
     }
     let seconds = started.elapsed().as_secs_f64();
-    let mut manifest = Manifest::new(&config.name, config.version, &net, sources.classes.clone(), normalize, sources.image);
+    let mut manifest = Manifest::new(
+        &config.name,
+        config.version,
+        &net,
+        sources.classes.clone(),
+        normalize,
+        sources.image,
+    );
     manifest.training = Some(TrainingSummary {
         dataset: sources.description.clone(),
         epochs: config.epochs,
@@ -203,5 +244,12 @@ pub fn train_with(config: &TrainConfig, out: &Path, quiet: bool) -> Result<Train
     let package_dir = out.join("package");
     let manifest = Package::save(&package_dir, manifest, &net)?;
     log.write(&serde_json::json!({"kind": "test", "test": test, "seconds": seconds}))?;
-    Ok(TrainReport { out_dir: out.to_path_buf(), package_dir, epochs, test, manifest, seconds })
+    Ok(TrainReport {
+        out_dir: out.to_path_buf(),
+        package_dir,
+        epochs,
+        test,
+        manifest,
+        seconds,
+    })
 }

@@ -1,0 +1,47 @@
+//! Running the built `kiln-train` the way a user does.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `kiln-train` with `args`. `LD_LIBRARY_PATH` is removed so that the test also
+/// proves the binary finds libtorch by itself (through its rpath).
+pub fn kiln_train(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln-train"))
+        .args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("KILN_CONFIG")
+        .output()
+        .expect("kiln-train runs")
+}
+
+/// Standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Standard output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Trains a quick MLP (a few thousand samples, one epoch) into `out`.
+pub fn quick_train(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--set",
+        "model={arch=\"mlp\", hidden=[32]}",
+        "--set",
+        "data.limit_train=3000",
+        "--set",
+        "data.limit_test=500",
+        "--threads",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    kiln_train(&args)
+}
