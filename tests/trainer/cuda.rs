@@ -9,7 +9,10 @@ fn a_cuda_build_sees_the_gpu_where_there_is_one() {
         eprintln!("skipped: no /dev/nvidia0 on this machine");
         return;
     }
-    assert!(kiln_tensor::tch::Cuda::is_available(), "built with --features cuda on a GPU machine, but libtorch sees no CUDA");
+    assert!(
+        kiln_tensor::tch::Cuda::is_available(),
+        "built with --features cuda on a GPU machine, but libtorch sees no CUDA"
+    );
     let device = kiln_tensor::DeviceChoice::Auto.resolve().unwrap();
     assert!(device.is_cuda());
     // A real training step on the GPU.

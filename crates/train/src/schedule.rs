@@ -40,7 +40,7 @@ impl Schedule {
                 )))
             }
             Schedule::Cosine { warmup_epochs, min_factor }
-                if !(warmup_epochs >= 0.0 && warmup_epochs.is_finite()) || !(0.0..=1.0).contains(&min_factor) =>
+                if !(warmup_epochs >= 0.0 && warmup_epochs.is_finite() && (0.0..=1.0).contains(&min_factor)) =>
             {
                 Err(Error::Config(format!(
                     "optimizer.schedule cosine needs warmup_epochs >= 0 (got {warmup_epochs}) and min_factor in [0, 1] (got {min_factor})"
@@ -54,11 +54,17 @@ impl Schedule {
     pub fn rate(&self, base: f64, step: usize, total: usize, per_epoch: usize) -> f64 {
         match *self {
             Schedule::Constant => base,
-            Schedule::Step { every_epochs, gamma } => {
+            Schedule::Step {
+                every_epochs,
+                gamma,
+            } => {
                 let epoch = step / per_epoch.max(1);
                 base * gamma.powi((epoch / every_epochs.max(1)) as i32)
             }
-            Schedule::Cosine { warmup_epochs, min_factor } => {
+            Schedule::Cosine {
+                warmup_epochs,
+                min_factor,
+            } => {
                 let warmup = (warmup_epochs * per_epoch as f64).round() as usize;
                 if step < warmup {
                     return base * (step + 1) as f64 / warmup as f64;
@@ -83,7 +89,10 @@ mod tests {
     #[test]
     fn constant_and_step() {
         assert_eq!(Schedule::Constant.rate(0.1, 500, 1000, 100), 0.1);
-        let s = Schedule::Step { every_epochs: 2, gamma: 0.5 };
+        let s = Schedule::Step {
+            every_epochs: 2,
+            gamma: 0.5,
+        };
         assert!(close(s.rate(0.1, 199, 1000, 100), 0.1));
         assert!(close(s.rate(0.1, 200, 1000, 100), 0.05));
         assert!(close(s.rate(0.1, 450, 1000, 100), 0.025));
@@ -91,21 +100,51 @@ mod tests {
 
     #[test]
     fn cosine_warms_up_linearly_then_decays_to_the_floor() {
-        let s = Schedule::Cosine { warmup_epochs: 1.0, min_factor: 0.0 };
+        let s = Schedule::Cosine {
+            warmup_epochs: 1.0,
+            min_factor: 0.0,
+        };
         assert!(close(s.rate(1.0, 0, 1100, 100), 0.01));
         assert!(close(s.rate(1.0, 49, 1100, 100), 0.5));
-        assert!(close(s.rate(1.0, 100, 1100, 100), 1.0), "the first step after warm-up is at the base rate");
-        assert!(close(s.rate(1.0, 600, 1100, 100), 0.5 * (1.0 + (std::f64::consts::PI * 500.0 / 999.0).cos())));
-        assert!(close(s.rate(1.0, 1099, 1100, 100), 0.0), "the last step reaches the floor");
-        let floor = Schedule::Cosine { warmup_epochs: 0.0, min_factor: 0.1 };
+        assert!(
+            close(s.rate(1.0, 100, 1100, 100), 1.0),
+            "the first step after warm-up is at the base rate"
+        );
+        assert!(close(
+            s.rate(1.0, 600, 1100, 100),
+            0.5 * (1.0 + (std::f64::consts::PI * 500.0 / 999.0).cos())
+        ));
+        assert!(
+            close(s.rate(1.0, 1099, 1100, 100), 0.0),
+            "the last step reaches the floor"
+        );
+        let floor = Schedule::Cosine {
+            warmup_epochs: 0.0,
+            min_factor: 0.1,
+        };
         assert!(close(floor.rate(2.0, 0, 10, 5), 2.0));
         assert!(close(floor.rate(2.0, 9, 10, 5), 0.2));
     }
 
     #[test]
     fn bad_values_are_refused() {
-        assert!(Schedule::Step { every_epochs: 0, gamma: 0.5 }.validate().is_err());
-        assert!(Schedule::Cosine { warmup_epochs: -1.0, min_factor: 0.0 }.validate().is_err());
-        assert!(Schedule::Cosine { warmup_epochs: 0.5, min_factor: 0.0 }.validate().is_ok());
+        assert!(Schedule::Step {
+            every_epochs: 0,
+            gamma: 0.5
+        }
+        .validate()
+        .is_err());
+        assert!(Schedule::Cosine {
+            warmup_epochs: -1.0,
+            min_factor: 0.0
+        }
+        .validate()
+        .is_err());
+        assert!(Schedule::Cosine {
+            warmup_epochs: 0.5,
+            min_factor: 0.0
+        }
+        .validate()
+        .is_ok());
     }
 }

@@ -155,7 +155,10 @@ pub fn train_with(config: &TrainConfig, out: &Path, quiet: bool) -> Result<Train
         let mut tally = Tally::default();
         for batch in train_loader.epoch(epoch as u64) {
             let batch = batch?;
-            lr = config.optimizer.schedule.rate(config.optimizer.lr, step, total_steps, per_epoch);
+            lr = config
+                .optimizer
+                .schedule
+                .rate(config.optimizer.lr, step, total_steps, per_epoch);
             opt.set_lr(lr);
             step += 1;
             let labels = batch.labels.f_to_device(runtime.device)?;
