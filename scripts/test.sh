@@ -4,7 +4,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup.sh
-# Unit, integration, end-to-end and doc tests of every crate and binary.
-cargo test --workspace --no-fail-fast
 # Benchmarks are run by hand (they print figures); here they are only compiled.
 cargo test --workspace --benches --no-run
+# Unit, integration, end-to-end and doc tests of every crate and binary.
+cargo test --workspace --no-fail-fast
