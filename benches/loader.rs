@@ -19,10 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "batch 128, prefetch 4, hflip+shift 2",
             128,
             4,
-            Augment {
-                hflip: true,
-                shift: 2,
-            },
+            Augment { hflip: true, shift: 2 },
         ),
     ];
     println!("{:<40} {:>14} {:>10}", "loader", "samples/s", "epoch s");
@@ -51,10 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 best = best.min(start.elapsed().as_secs_f64());
             }
         }
-        println!(
-            "{name:<40} {:>14.0} {best:>10.3}",
-            train.len() as f64 / best
-        );
+        println!("{name:<40} {:>14.0} {best:>10.3}", train.len() as f64 / best);
     }
     Ok(())
 }

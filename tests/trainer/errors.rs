@@ -14,10 +14,7 @@ fn assert_fails(o: &std::process::Output, code: i32, needles: &[&str]) {
 #[test]
 fn a_missing_dataset_says_how_to_install_it() {
     let dir = tempfile::tempdir().unwrap();
-    let o = quick_train(
-        &dir.path().join("run"),
-        &["--data-dir", dir.path().to_str().unwrap()],
-    );
+    let o = quick_train(&dir.path().join("run"), &["--data-dir", dir.path().to_str().unwrap()]);
     assert_fails(&o, 3, &["fashion-mnist", "not found", "scripts/setup.sh"]);
 }
 
@@ -40,11 +37,7 @@ fn bad_config_values_are_named() {
         2,
         &["transformer", "mlp"],
     );
-    assert_fails(
-        &quick_train(&out, &["--device", "tpu"]),
-        2,
-        &["\"tpu\"", "cuda:N"],
-    );
+    assert_fails(&quick_train(&out, &["--device", "tpu"]), 2, &["\"tpu\"", "cuda:N"]);
 
     let bad_toml = dir.path().join("bad.toml");
     std::fs::write(&bad_toml, "epochs = 3\n[optimizer]\nlearning_rate = 0.1\n").unwrap();
@@ -59,11 +52,7 @@ fn bad_config_values_are_named() {
         &["broken.json"],
     );
 
-    let o = kiln_train(&[
-        "train",
-        "--config",
-        dir.path().join("nope.toml").to_str().unwrap(),
-    ]);
+    let o = kiln_train(&["train", "--config", dir.path().join("nope.toml").to_str().unwrap()]);
     assert_fails(&o, 1, &["nope.toml", "No such file"]);
 }
 

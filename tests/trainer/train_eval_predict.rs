@@ -17,8 +17,7 @@ fn train_writes_config_metrics_and_a_loadable_package() {
     );
     assert!(text.contains("test accuracy: 0."), "{text}");
 
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["name"], "quick");
     assert_eq!(
         config["model"]["input"],
@@ -27,10 +26,7 @@ fn train_writes_config_metrics_and_a_loadable_package() {
     );
 
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = log
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2, "one epoch line and one test line: {log}");
     let epoch = &lines[0]["report"];
     assert_eq!(epoch["epoch"], 1);
@@ -69,10 +65,7 @@ fn eval_and_predict_agree_with_the_package() {
     for i in 0..5 {
         let pixels = test.raw_pixels(i).unwrap().to_vec();
         let png = dir.path().join(format!("img{i}.png"));
-        image::GrayImage::from_raw(28, 28, pixels)
-            .unwrap()
-            .save(&png)
-            .unwrap();
+        image::GrayImage::from_raw(28, 28, pixels).unwrap().save(&png).unwrap();
         let mut values = vec![0f32; 784];
         test.read_into(i, &mut values).unwrap();
         let json = dir.path().join(format!("img{i}.json"));
@@ -84,18 +77,12 @@ fn eval_and_predict_agree_with_the_package() {
     args.extend(files.iter().map(|f| f.to_str().unwrap()));
     let o = kiln_train(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    let preds: Vec<serde_json::Value> = stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let preds: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(preds.len(), 10);
     let labels = KnownDataset::FashionMnist.classes();
     let mut correct = 0;
     for (i, pair) in preds.chunks(2).enumerate() {
-        assert_eq!(
-            pair[0]["class"], pair[1]["class"],
-            "png and json disagree on image {i}"
-        );
+        assert_eq!(pair[0]["class"], pair[1]["class"], "png and json disagree on image {i}");
         let (a, b) = (
             pair[0]["probability"].as_f64().unwrap(),
             pair[1]["probability"].as_f64().unwrap(),
@@ -106,10 +93,7 @@ fn eval_and_predict_agree_with_the_package() {
         assert_eq!(pair[0]["label"], labels[class].as_str());
         correct += (class as i64 == test.label(i).unwrap()) as usize;
     }
-    assert!(
-        correct >= 3,
-        "only {correct} of 5 test images classified correctly"
-    );
+    assert!(correct >= 3, "only {correct} of 5 test images classified correctly");
 }
 
 #[test]
@@ -119,10 +103,7 @@ fn the_same_seed_gives_bitwise_identical_weights() {
         let out = dir.path().join(name);
         let o = quick_train(&out, &["--seed", seed]);
         assert!(o.status.success(), "{}", stderr(&o));
-        Package::read_manifest(out.join("package"))
-            .unwrap()
-            .weights
-            .sha256
+        Package::read_manifest(out.join("package")).unwrap().weights.sha256
     };
     let a = sha("a", "7");
     assert_eq!(a, sha("b", "7"));

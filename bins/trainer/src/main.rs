@@ -5,10 +5,12 @@ use kiln_data::Split;
 use kiln_package::Package;
 use kiln_tensor::{DeviceChoice, Runtime};
 use kiln_train::{
-    evaluate_package, open_split, predict_files, train_with, DatasetKind, Error, TrainConfig,
+    evaluate_package, open_split, predict_files, resume, train, DatasetKind, Error, TrainConfig, TrainOptions,
+    TrainReport,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 /// Train neural networks with libtorch and package them for serving.
 #[derive(Parser)]
@@ -22,7 +24,9 @@ struct Cli {
 enum Command {
     /// Train a model from a config file (JSON or TOML) and write its package.
     Train(TrainArgs),
-    /// Evaluate a package on a dataset split and print loss and accuracy as JSON.
+    /// Continue an interrupted run from the newest intact checkpoint in its folder.
+    Resume(ResumeArgs),
+    /// Evaluate a package on a dataset split and print its metrics as JSON.
     Eval(EvalArgs),
     /// Predict the class of image (PNG/JPEG) or JSON input files with a package.
     Predict(PredictArgs),
@@ -66,6 +70,15 @@ struct TrainArgs {
 }
 
 #[derive(clap::Args)]
+struct ResumeArgs {
+    /// The run folder (the --out of `kiln-train train`).
+    run: PathBuf,
+    /// Hide the progress bar (epoch lines are still printed).
+    #[arg(long, short, env = "KILN_QUIET")]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
 struct EvalArgs {
     /// The package folder.
     #[arg(long, short)]
@@ -82,6 +95,9 @@ struct EvalArgs {
     /// Samples per batch.
     #[arg(long, default_value_t = 1000)]
     batch_size: usize,
+    /// The k of the top-k accuracy.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[arg(long, env = "KILN_DEVICE", default_value = "auto")]
     device: String,
@@ -104,7 +120,38 @@ fn cfg_err(e: impl std::fmt::Display) -> Error {
     Error::Config(e.to_string())
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+/// Options whose stop flag is raised by SIGINT or SIGTERM: the run then checkpoints and
+/// exits (code 130) instead of dying mid-write.
+fn options(quiet: bool, started: Instant) -> Result<TrainOptions, Error> {
+    let opts = TrainOptions {
+        quiet,
+        started,
+        ..Default::default()
+    };
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, opts.stop.clone())
+            .map_err(|e| cfg_err(format!("cannot handle signals: {e}")))?;
+    }
+    Ok(opts)
+}
+
+fn print_report(report: &TrainReport) {
+    println!(
+        "package: {} (epoch {} of {})",
+        report.package_dir.display(),
+        report.best_epoch,
+        report.epochs.len()
+    );
+    if let Some(t) = &report.test {
+        println!(
+            "test accuracy: {:.4} (loss {:.4}, top-{} {:.4}, {} samples)",
+            t.accuracy, t.loss, t.k, t.top_k_accuracy, t.samples
+        );
+    }
+    println!("wall time: {:.1}s", report.seconds);
+}
+
+fn run(cli: Cli, started: Instant) -> Result<(), Error> {
     match cli.command {
         Command::Train(a) => {
             let mut set = Vec::new();
@@ -115,36 +162,19 @@ fn run(cli: Cli) -> Result<(), Error> {
             push("seed", a.seed.map(|v| v.to_string()));
             push("device", a.device.map(|v| format!("{v:?}")));
             push("threads", a.threads.map(|v| v.to_string()));
-            push(
-                "data.dir",
-                a.data_dir.map(|v| format!("{:?}", v.display().to_string())),
-            );
+            push("data.dir", a.data_dir.map(|v| format!("{:?}", v.display().to_string())));
             set.extend(a.set);
             let config = TrainConfig::load(a.config.as_deref(), &set)?;
-            let out = a
-                .out
-                .unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
-            let report = train_with(&config, &out, a.quiet)?;
-            println!("package: {}", report.package_dir.display());
-            if let Some(t) = report.test {
-                println!(
-                    "test accuracy: {:.4} (loss {:.4}, {} samples)",
-                    t.accuracy, t.loss, t.samples
-                );
-            }
-            println!("wall time: {:.1}s", report.seconds);
+            let out = a.out.unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+            print_report(&train(&config, &out, &options(a.quiet, started)?)?);
         }
+        Command::Resume(a) => print_report(&resume(&a.run, &options(a.quiet, started)?)?),
         Command::Eval(a) => {
             let device: DeviceChoice = a.device.parse().map_err(cfg_err)?;
             let runtime = Runtime::init(device, 0, 0)?;
             let package = Package::load(&a.package, runtime.device)?;
-            let dataset: DatasetKind =
-                serde_json::from_value(a.dataset.clone().into()).map_err(|_| {
-                    cfg_err(format!(
-                        "--dataset {:?}: expected fashion-mnist or mnist",
-                        a.dataset
-                    ))
-                })?;
+            let dataset: DatasetKind = serde_json::from_value(a.dataset.clone().into())
+                .map_err(|_| cfg_err(format!("--dataset {:?}: expected fashion-mnist or mnist", a.dataset)))?;
             let split: Split = serde_json::from_value(a.split.clone().into())
                 .map_err(|_| cfg_err(format!("--split {:?}: expected test or train", a.split)))?;
             let data_cfg = kiln_train::DataConfig {
@@ -152,9 +182,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                 dir: a.data_dir,
                 ..Default::default()
             };
-            let data = open_split(&data_cfg, split)?
-                .ok_or_else(|| cfg_err("the dataset has no such split"))?;
-            let result = evaluate_package(&package, data, a.batch_size)?;
+            let data = open_split(&data_cfg, split)?.ok_or_else(|| cfg_err("the dataset has no such split"))?;
+            let result = evaluate_package(&package, data, a.batch_size, a.top_k)?;
             println!("{}", serde_json::to_string(&result).map_err(cfg_err)?);
         }
         Command::Predict(a) => {
@@ -168,13 +197,16 @@ fn run(cli: Cli) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let started = Instant::now();
+    match run(Cli::parse(), started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kiln-train: error: {e}");
-            // 2: bad config or arguments (as clap uses), 3: dataset not installed, 1: the rest.
+            // 2: bad config or arguments (as clap uses), 3: dataset not installed,
+            // 130: interrupted with a checkpoint saved, 1: the rest.
             ExitCode::from(match &e {
                 Error::Config(_) => 2,
+                Error::Interrupted(_) => 130,
                 e if e.is_missing_data() => 3,
                 _ => 1,
             })

@@ -21,13 +21,7 @@ impl Augment {
     }
 
     /// Augments one `[C, H, W]` sample in place; `scratch` is reused between calls.
-    pub fn apply(
-        &self,
-        sample: &mut [f32],
-        shape: &[usize],
-        rng: &mut SplitMix64,
-        scratch: &mut Vec<f32>,
-    ) {
+    pub fn apply(&self, sample: &mut [f32], shape: &[usize], rng: &mut SplitMix64, scratch: &mut Vec<f32>) {
         let &[c, h, w] = shape else { return };
         let flip = self.hflip && rng.coin();
         let s = self.shift as i64;
@@ -69,27 +63,16 @@ mod tests {
 
     #[test]
     fn flip_and_shift_move_pixels_and_keep_the_sum_bounded() {
-        let a = Augment {
-            hflip: true,
-            shift: 0,
-        };
+        let a = Augment { hflip: true, shift: 0 };
         let mut flipped = false;
         for seed in 0..16 {
             let mut s = [1.0, 2.0, 3.0, 4.0];
-            a.apply(
-                &mut s,
-                &[1, 2, 2],
-                &mut SplitMix64::new(seed),
-                &mut Vec::new(),
-            );
+            a.apply(&mut s, &[1, 2, 2], &mut SplitMix64::new(seed), &mut Vec::new());
             assert!(s == [1.0, 2.0, 3.0, 4.0] || s == [2.0, 1.0, 4.0, 3.0]);
             flipped |= s == [2.0, 1.0, 4.0, 3.0];
         }
         assert!(flipped);
-        let a = Augment {
-            hflip: false,
-            shift: 1,
-        };
+        let a = Augment { hflip: false, shift: 1 };
         let mut s = [1.0; 9];
         a.apply(&mut s, &[1, 3, 3], &mut SplitMix64::new(3), &mut Vec::new());
         assert!(s.iter().sum::<f32>() <= 9.0);

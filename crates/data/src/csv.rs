@@ -82,11 +82,7 @@ impl CsvDataset {
             if record.len() != headers.len() {
                 return Err(Error::format(
                     path,
-                    format!(
-                        "line {line}: {} fields, the header has {}",
-                        record.len(),
-                        headers.len()
-                    ),
+                    format!("line {line}: {} fields, the header has {}", record.len(), headers.len()),
                 ));
             }
             for (col, field) in record.iter().enumerate() {
@@ -97,19 +93,13 @@ impl CsvDataset {
                 let v: f32 = field.parse().map_err(|_| {
                     Error::format(
                         path,
-                        format!(
-                            "line {line}, column {:?}: {field:?} is not a number",
-                            headers[col]
-                        ),
+                        format!("line {line}, column {:?}: {field:?} is not a number", headers[col]),
                     )
                 })?;
                 if !v.is_finite() {
                     return Err(Error::format(
                         path,
-                        format!(
-                            "line {line}, column {:?}: {field:?} is not finite",
-                            headers[col]
-                        ),
+                        format!("line {line}, column {:?}: {field:?} is not finite", headers[col]),
                     ));
                 }
                 features.push(v);
@@ -141,22 +131,14 @@ impl CsvDataset {
 }
 
 fn encode_labels(raw: &[String]) -> (Vec<i64>, Vec<String>) {
-    let ints: Option<Vec<i64>> = raw
-        .iter()
-        .map(|s| s.parse::<i64>().ok().filter(|v| *v >= 0))
-        .collect();
+    let ints: Option<Vec<i64>> = raw.iter().map(|s| s.parse::<i64>().ok().filter(|v| *v >= 0)).collect();
     match ints {
         Some(ints) => {
             let max = ints.iter().copied().max().unwrap_or(0);
             (ints, (0..=max).map(|i| i.to_string()).collect())
         }
         None => {
-            let classes: Vec<String> = raw
-                .iter()
-                .cloned()
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
+            let classes: Vec<String> = raw.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
             let labels = raw
                 .iter()
                 .map(|s| classes.binary_search(s).unwrap_or(0) as i64)
@@ -205,10 +187,7 @@ mod tests {
         let ds = CsvDataset::load(&p, &LabelColumn::Name("species".into())).unwrap();
         assert_eq!(ds.len(), 3);
         assert_eq!(ds.sample_shape(), &[2]);
-        assert_eq!(
-            ds.classes(),
-            &["setosa".to_string(), "virginica".to_string()]
-        );
+        assert_eq!(ds.classes(), &["setosa".to_string(), "virginica".to_string()]);
         assert_eq!(ds.label(1).unwrap(), 1);
         let mut out = [0f32; 2];
         ds.read_into(1, &mut out).unwrap();
@@ -227,17 +206,13 @@ mod tests {
     #[test]
     fn bad_cells_name_the_line_and_column() {
         let (_d, p) = write("x,label\n1,0\nabc,1\n");
-        let err = CsvDataset::load(&p, &LabelColumn::default())
-            .unwrap_err()
-            .to_string();
+        let err = CsvDataset::load(&p, &LabelColumn::default()).unwrap_err().to_string();
         assert!(
             err.contains("line 3") && err.contains("\"x\"") && err.contains("not a number"),
             "{err}"
         );
         let (_d, p) = write("x,y\n1,0\n");
-        let err = CsvDataset::load(&p, &LabelColumn::default())
-            .unwrap_err()
-            .to_string();
+        let err = CsvDataset::load(&p, &LabelColumn::default()).unwrap_err().to_string();
         assert!(err.contains("no column named \"label\""), "{err}");
         let (_d, p) = write("x,label\n1,0,3\n");
         assert!(CsvDataset::load(&p, &LabelColumn::default()).is_err());

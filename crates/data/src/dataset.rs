@@ -78,9 +78,7 @@ pub struct Subset {
 
 impl std::fmt::Debug for Subset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subset")
-            .field("len", &self.indices.len())
-            .finish()
+        f.debug_struct("Subset").field("len", &self.indices.len()).finish()
     }
 }
 

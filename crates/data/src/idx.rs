@@ -31,19 +31,10 @@ impl IdxDataset {
         if lab.dims[0] != n {
             return Err(Error::format(
                 labels,
-                format!(
-                    "holds {} labels but {} has {n} images",
-                    lab.dims[0],
-                    images.display()
-                ),
+                format!("holds {} labels but {} has {n} images", lab.dims[0], images.display()),
             ));
         }
-        if let Some((i, &l)) = lab
-            .data
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l as usize >= classes.len())
-        {
+        if let Some((i, &l)) = lab.data.iter().enumerate().find(|(_, &l)| l as usize >= classes.len()) {
             return Err(Error::format(
                 labels,
                 format!(
@@ -118,7 +109,9 @@ fn read_idx(path: &Path, want_dims: usize) -> Result<IdxFile> {
     if want != Some(payload) {
         return Err(Error::format(
             path,
-            format!("IDX dimensions {dims:?} need {want:?} bytes of data, the file has {payload} (truncated or corrupt?)"),
+            format!(
+                "IDX dimensions {dims:?} need {want:?} bytes of data, the file has {payload} (truncated or corrupt?)"
+            ),
         ));
     }
     let mut data = bytes;
@@ -200,39 +193,23 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let img = write_idx(d.path(), "i", &[2, 2, 2], &[0; 7]);
         let lab = write_idx(d.path(), "l", &[2], &[0, 1]);
-        let err = IdxDataset::load(&img, &lab, classes(2))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("need Some(8) bytes") && err.contains("has 7"),
-            "{err}"
-        );
+        let err = IdxDataset::load(&img, &lab, classes(2)).unwrap_err().to_string();
+        assert!(err.contains("need Some(8) bytes") && err.contains("has 7"), "{err}");
 
         let img = write_idx(d.path(), "i", &[2, 2, 2], &[0; 8]);
         let lab3 = write_idx(d.path(), "l3", &[3], &[0, 1, 1]);
-        let err = IdxDataset::load(&img, &lab3, classes(2))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("holds 3 labels") && err.contains("has 2 images"),
-            "{err}"
-        );
+        let err = IdxDataset::load(&img, &lab3, classes(2)).unwrap_err().to_string();
+        assert!(err.contains("holds 3 labels") && err.contains("has 2 images"), "{err}");
 
-        let err = IdxDataset::load(&img, &lab, classes(1))
-            .unwrap_err()
-            .to_string();
+        let err = IdxDataset::load(&img, &lab, classes(1)).unwrap_err().to_string();
         assert!(err.contains("label 1 at position 1"), "{err}");
 
-        let err = IdxDataset::load(&lab, &lab, classes(2))
-            .unwrap_err()
-            .to_string();
+        let err = IdxDataset::load(&lab, &lab, classes(2)).unwrap_err().to_string();
         assert!(err.contains("1 dimensions, expected 3"), "{err}");
 
         let gz = d.path().join("x.gz");
         std::fs::write(&gz, b"not gzip").unwrap();
-        let err = IdxDataset::load(&gz, &lab, classes(2))
-            .unwrap_err()
-            .to_string();
+        let err = IdxDataset::load(&gz, &lab, classes(2)).unwrap_err().to_string();
         assert!(err.contains("not a valid gzip"), "{err}");
     }
 }

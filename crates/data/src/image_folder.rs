@@ -37,16 +37,10 @@ pub fn decode_image(bytes: &[u8], layout: ImageLayout, what: &str, out: &mut [f3
         )));
     }
     if c != 1 && c != 3 {
-        return Err(Error::Invalid(format!(
-            "images can have 1 or 3 channels, not {c}"
-        )));
+        return Err(Error::Invalid(format!("images can have 1 or 3 channels, not {c}")));
     }
-    let img = image::load_from_memory(bytes).map_err(|e| {
-        Error::format(
-            what,
-            format!("cannot decode the image (expected PNG or JPEG): {e}"),
-        )
-    })?;
+    let img = image::load_from_memory(bytes)
+        .map_err(|e| Error::format(what, format!("cannot decode the image (expected PNG or JPEG): {e}")))?;
     let img = if img.width() as usize != w || img.height() as usize != h {
         img.resize_exact(w as u32, h as u32, FilterType::Triangle)
     } else {
@@ -103,9 +97,9 @@ impl ImageFolder {
                 .map_err(|e| Error::io(dir, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
-                    p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                        matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
-                    })
+                    p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
                 })
                 .collect();
             imgs.sort();
@@ -195,9 +189,6 @@ mod tests {
         )
         .unwrap();
         let err = ds.read_into(0, &mut [0.0; 4]).unwrap_err().to_string();
-        assert!(
-            err.contains("bad.png") && err.contains("cannot decode"),
-            "{err}"
-        );
+        assert!(err.contains("bad.png") && err.contains("cannot decode"), "{err}");
     }
 }

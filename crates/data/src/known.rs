@@ -38,10 +38,7 @@ impl KnownDataset {
     /// `KILN_FASHION_MNIST_DIR` / `KILN_MNIST_DIR`, else Debian's install location.
     pub fn default_dir(self) -> PathBuf {
         let (var, dir) = match self {
-            KnownDataset::FashionMnist => (
-                "KILN_FASHION_MNIST_DIR",
-                "/usr/share/datasets/fashion-mnist",
-            ),
+            KnownDataset::FashionMnist => ("KILN_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"),
             KnownDataset::Mnist => ("KILN_MNIST_DIR", "/usr/share/datasets/mnist"),
         };
         std::env::var_os(var)
@@ -86,9 +83,7 @@ impl KnownDataset {
 
     /// Loads one split from `dir` (or [`default_dir`](Self::default_dir)).
     pub fn load(self, dir: Option<&Path>, split: Split) -> Result<IdxDataset> {
-        let dir = dir
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.default_dir());
+        let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| self.default_dir());
         let prefix = match split {
             Split::Train => "train",
             Split::Test => "t10k",

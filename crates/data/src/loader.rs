@@ -102,10 +102,7 @@ impl DataLoader {
     /// The order in which epoch `epoch` visits the dataset.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         if self.config.shuffle {
-            permutation(
-                self.data.len(),
-                &mut SplitMix64::for_stream(self.config.seed, &[epoch]),
-            )
+            permutation(self.data.len(), &mut SplitMix64::for_stream(self.config.seed, &[epoch]))
         } else {
             (0..self.data.len()).collect()
         }
@@ -138,30 +135,23 @@ impl DataLoader {
         }
         let (tx, rx) = sync_channel(self.config.prefetch);
         let loader = self.clone();
-        let handle = std::thread::Builder::new()
-            .name("kiln-loader".into())
-            .spawn(move || {
-                for chunk in chunks {
-                    let batch = loader.build(&chunk, epoch);
-                    let failed = batch.is_err();
-                    // The receiver is gone when training stopped early: stop preparing.
-                    if tx.send(batch).is_err() || failed {
-                        break;
-                    }
+        let handle = std::thread::Builder::new().name("kiln-loader".into()).spawn(move || {
+            for chunk in chunks {
+                let batch = loader.build(&chunk, epoch);
+                let failed = batch.is_err();
+                // The receiver is gone when training stopped early: stop preparing.
+                if tx.send(batch).is_err() || failed {
+                    break;
                 }
-            });
+            }
+        });
         match handle {
             Ok(handle) => EpochIter {
-                source: Source::Thread {
-                    rx,
-                    _handle: handle,
-                },
+                source: Source::Thread { rx, _handle: handle },
                 remaining,
             },
             Err(e) => EpochIter {
-                source: Source::Failed(Some(Error::Invalid(format!(
-                    "cannot start the loader thread: {e}"
-                )))),
+                source: Source::Failed(Some(Error::Invalid(format!("cannot start the loader thread: {e}")))),
                 remaining: 1,
             },
         }
@@ -238,11 +228,7 @@ impl Iterator for EpochIter {
 
     fn next(&mut self) -> Option<Result<Batch>> {
         let item = match &mut self.source {
-            Source::Inline {
-                loader,
-                chunks,
-                epoch,
-            } => chunks.next().map(|c| loader.build(&c, *epoch)),
+            Source::Inline { loader, chunks, epoch } => chunks.next().map(|c| loader.build(&c, *epoch)),
             Source::Thread { rx, .. } => rx.recv().ok(),
             Source::Failed(e) => e.take().map(Err),
         };

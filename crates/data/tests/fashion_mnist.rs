@@ -6,10 +6,8 @@ use kiln_data::{Dataset, IdxDataset, KnownDataset, Split};
 use sha2::{Digest, Sha256};
 
 // sha256 of the decompressed pixel and label payloads (everything after the IDX header).
-const TRAIN_PIXELS_SHA256: &str =
-    "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012";
-const TRAIN_LABELS_SHA256: &str =
-    "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7";
+const TRAIN_PIXELS_SHA256: &str = "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012";
+const TRAIN_LABELS_SHA256: &str = "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7";
 const TEST_PIXELS_SHA256: &str = "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a";
 
 fn load(split: Split) -> IdxDataset {
@@ -24,10 +22,7 @@ fn digest(ds: &IdxDataset) -> (String, String) {
         px.update(ds.raw_pixels(i).unwrap());
         lb.update([ds.label(i).unwrap() as u8]);
     }
-    (
-        format!("{:x}", px.finalize()),
-        format!("{:x}", lb.finalize()),
-    )
+    (format!("{:x}", px.finalize()), format!("{:x}", lb.finalize()))
 }
 
 #[test]
@@ -43,10 +38,7 @@ fn train_split_has_the_published_size_shape_labels_and_checksum() {
         assert!((0..10).contains(&l), "label {l} out of range");
         per_class[l as usize] += 1;
     }
-    assert_eq!(
-        per_class, [6000; 10],
-        "Fashion-MNIST's training set is balanced"
-    );
+    assert_eq!(per_class, [6000; 10], "Fashion-MNIST's training set is balanced");
     // The first labels as published: ankle boot, T-shirt, T-shirt, dress, ...
     let first: Vec<i64> = (0..4).map(|i| ds.label(i).unwrap()).collect();
     assert_eq!(first, [9, 0, 0, 3]);
@@ -56,10 +48,7 @@ fn train_split_has_the_published_size_shape_labels_and_checksum() {
     let mut sample = vec![0f32; 784];
     ds.read_into(0, &mut sample).unwrap();
     assert!(sample.iter().all(|v| (0.0..=1.0).contains(v)));
-    assert!(
-        sample.contains(&1.0),
-        "pixels are scaled so 255 becomes 1.0"
-    );
+    assert!(sample.contains(&1.0), "pixels are scaled so 255 becomes 1.0");
 }
 
 #[test]

@@ -30,10 +30,7 @@ impl Dataset for Counting {
 }
 
 fn order(loader: &DataLoader, epoch: u64) -> Vec<usize> {
-    loader
-        .epoch(epoch)
-        .flat_map(|b| b.unwrap().indices)
-        .collect()
+    loader.epoch(epoch).flat_map(|b| b.unwrap().indices).collect()
 }
 
 fn loader(n: usize, cfg: LoaderConfig) -> DataLoader {
@@ -76,11 +73,7 @@ fn shuffling_is_deterministic_for_a_seed_and_differs_across_seeds_and_epochs() {
     assert_ne!(order(&a, 0), order(&a, 1), "each epoch is reshuffled");
     let mut all = order(&a, 0);
     all.sort_unstable();
-    assert_eq!(
-        all,
-        (0..100).collect::<Vec<_>>(),
-        "every sample exactly once"
-    );
+    assert_eq!(all, (0..100).collect::<Vec<_>>(), "every sample exactly once");
     let unshuffled = loader(
         10,
         LoaderConfig {
@@ -151,10 +144,7 @@ fn epoch_from_continues_where_an_epoch_stopped() {
         },
     );
     let full = order(&l, 3);
-    let rest: Vec<usize> = l
-        .epoch_from(3, 2)
-        .flat_map(|b| b.unwrap().indices)
-        .collect();
+    let rest: Vec<usize> = l.epoch_from(3, 2).flat_map(|b| b.unwrap().indices).collect();
     assert_eq!(rest, full[16..]);
 }
 
@@ -174,10 +164,7 @@ fn normalisation_is_applied_and_checked() {
         },
     );
     let b = l.epoch(0).next().unwrap().unwrap();
-    assert_eq!(
-        convert::tensor_to_f32(&b.inputs).unwrap(),
-        vec![-0.5, 0.0, 0.0, 1.0]
-    );
+    assert_eq!(convert::tensor_to_f32(&b.inputs).unwrap(), vec![-0.5, 0.0, 0.0, 1.0]);
     let bad = Normalize {
         mean: vec![0.0; 3],
         std: vec![1.0; 3],
@@ -220,10 +207,7 @@ fn augmentation_is_deterministic_per_seed() {
         batch_size: 64,
         shuffle: false,
         seed,
-        augment: Augment {
-            hflip: true,
-            shift: 1,
-        },
+        augment: Augment { hflip: true, shift: 1 },
         ..Default::default()
     };
     let get = |seed| {
@@ -247,8 +231,5 @@ fn split_is_seeded_disjoint_and_complete() {
     let mut all: Vec<usize> = t1.indices().iter().chain(v1.indices()).copied().collect();
     all.sort_unstable();
     assert_eq!(all, (0..1000).collect::<Vec<_>>());
-    assert!(split(data, 1.0, 0)
-        .unwrap_err()
-        .to_string()
-        .contains("below 1"));
+    assert!(split(data, 1.0, 0).unwrap_err().to_string().contains("below 1"));
 }

@@ -74,11 +74,7 @@ impl CnnSpec {
             };
             seq = seq.add(nn::conv2d(p / format!("conv{i}"), cin, cout, 3, cfg));
             if self.batch_norm {
-                seq = seq.add(nn::batch_norm2d(
-                    p / format!("bn{i}"),
-                    cout,
-                    Default::default(),
-                ));
+                seq = seq.add(nn::batch_norm2d(p / format!("bn{i}"), cout, Default::default()));
             }
             seq = seq.add_fn(|x| x.relu().max_pool2d_default(2));
             cin = cout;
@@ -87,18 +83,8 @@ impl CnnSpec {
         }
         let d = self.dropout;
         seq.add_fn_t(move |x, train| x.flatten(1, -1).dropout(d, train))
-            .add(nn::linear(
-                p / "fc",
-                cin * h * w,
-                self.hidden,
-                Default::default(),
-            ))
+            .add(nn::linear(p / "fc", cin * h * w, self.hidden, Default::default()))
             .add_fn_t(move |x, train| x.relu().dropout(d, train))
-            .add(nn::linear(
-                p / "out",
-                self.hidden,
-                self.classes,
-                Default::default(),
-            ))
+            .add(nn::linear(p / "out", self.hidden, self.classes, Default::default()))
     }
 }

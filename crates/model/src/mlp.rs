@@ -61,9 +61,7 @@ impl Default for MlpSpec {
 impl MlpSpec {
     pub(crate) fn validate(&self) -> Result<()> {
         if let Some(h) = self.hidden.iter().find(|&&h| h <= 0) {
-            return Err(Error::Spec(format!(
-                "mlp hidden width {h} must be positive"
-            )));
+            return Err(Error::Spec(format!("mlp hidden width {h} must be positive")));
         }
         check_dropout(self.dropout)
     }
@@ -72,12 +70,7 @@ impl MlpSpec {
         let mut seq = nn::seq_t().add_fn(|x| x.flatten(1, -1));
         let mut width: i64 = self.input.iter().product();
         for (i, &h) in self.hidden.iter().enumerate() {
-            seq = seq.add(nn::linear(
-                p / format!("fc{i}"),
-                width,
-                h,
-                Default::default(),
-            ));
+            seq = seq.add(nn::linear(p / format!("fc{i}"), width, h, Default::default()));
             let act = self.activation;
             seq = seq.add_fn(move |x| act.apply(x));
             if self.dropout > 0.0 {
@@ -86,11 +79,6 @@ impl MlpSpec {
             }
             width = h;
         }
-        seq.add(nn::linear(
-            p / "out",
-            width,
-            self.classes,
-            Default::default(),
-        ))
+        seq.add(nn::linear(p / "out", width, self.classes, Default::default()))
     }
 }

@@ -57,18 +57,12 @@ impl Network {
 
     /// The input shape with `-1` for the batch, e.g. `[-1, 1, 28, 28]`.
     pub fn input_shape(&self) -> Vec<i64> {
-        std::iter::once(-1)
-            .chain(self.spec.input().iter().copied())
-            .collect()
+        std::iter::once(-1).chain(self.spec.input().iter().copied()).collect()
     }
 
     /// Number of trainable scalars.
     pub fn parameter_count(&self) -> usize {
-        self.vs
-            .trainable_variables()
-            .iter()
-            .map(|t| t.numel())
-            .sum()
+        self.vs.trainable_variables().iter().map(|t| t.numel()).sum()
     }
 
     /// Name, shape and dtype of every tensor the model saves (parameters and buffers such

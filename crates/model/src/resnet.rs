@@ -57,11 +57,7 @@ impl ResnetSpec {
         };
         let mut seq = nn::seq_t()
             .add(conv(p / "stem" / "conv", self.input[0], self.width, 3, 1))
-            .add(nn::batch_norm2d(
-                p / "stem" / "bn",
-                self.width,
-                Default::default(),
-            ))
+            .add(nn::batch_norm2d(p / "stem" / "bn", self.width, Default::default()))
             .add_fn(|x| x.relu());
         let mut cin = self.width;
         for (s, &n) in self.blocks.iter().enumerate() {

@@ -72,9 +72,7 @@ impl ModelSpec {
         if *c == 0 {
             *c = classes;
         } else if *c != classes {
-            return Err(Error::Spec(format!(
-                "model has {c} classes, the data has {classes}"
-            )));
+            return Err(Error::Spec(format!("model has {c} classes, the data has {classes}")));
         }
         self.validate()
     }
@@ -105,9 +103,7 @@ pub(crate) fn check_dropout(p: f64) -> Result<()> {
     if (0.0..1.0).contains(&p) {
         Ok(())
     } else {
-        Err(Error::Spec(format!(
-            "dropout {p} must be at least 0 and below 1"
-        )))
+        Err(Error::Spec(format!("dropout {p} must be at least 0 and below 1")))
     }
 }
 

@@ -59,9 +59,7 @@ fn the_same_spec_builds_the_same_parameter_names_and_shapes() {
         .unwrap();
     let names: Vec<&str> = cnn.keys().map(String::as_str).collect();
     assert!(
-        names.contains(&"conv0.weight")
-            && names.contains(&"bn1.running_mean")
-            && names.contains(&"out.bias"),
+        names.contains(&"conv0.weight") && names.contains(&"bn1.running_mean") && names.contains(&"out.bias"),
         "{names:?}"
     );
 }
@@ -87,16 +85,11 @@ fn specs_round_trip_through_json_and_defaults_fill_in() {
 
 #[test]
 fn bad_specs_and_inputs_are_errors_not_panics() {
-    let mut s: ModelSpec =
-        serde_json::from_str(r#"{"arch": "cnn", "channels": [8, 8, 8, 8, 8, 8]}"#).unwrap();
+    let mut s: ModelSpec = serde_json::from_str(r#"{"arch": "cnn", "channels": [8, 8, 8, 8, 8, 8]}"#).unwrap();
     let err = s.fit_to(&[1, 28, 28], 10).unwrap_err().to_string();
     assert!(err.contains("too small for 6 pooling blocks"), "{err}");
     let mut s: ModelSpec = serde_json::from_str(r#"{"arch": "mlp", "dropout": 1.5}"#).unwrap();
-    assert!(s
-        .fit_to(&[4], 3)
-        .unwrap_err()
-        .to_string()
-        .contains("dropout 1.5"));
+    assert!(s.fit_to(&[4], 3).unwrap_err().to_string().contains("dropout 1.5"));
     let mut s = ModelSpec::classic_mlp();
     assert!(s
         .fit_to(&[1, 28, 28], 5)
@@ -112,9 +105,5 @@ fn bad_specs_and_inputs_are_errors_not_panics() {
         "input shape [2, 3, 27, 28] does not match the model's [-1, 1, 28, 28]"
     );
     let x = Tensor::zeros([2, 1, 28, 28], (Kind::Int64, Device::Cpu));
-    assert!(net
-        .infer(&x)
-        .unwrap_err()
-        .to_string()
-        .contains("dtype FP32, got INT64"));
+    assert!(net.infer(&x).unwrap_err().to_string().contains("dtype FP32, got INT64"));
 }

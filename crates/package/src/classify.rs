@@ -43,10 +43,7 @@ impl Manifest {
             )));
         }
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(invalid(format!(
-                "value {i} is {}; expected a finite number",
-                values[i]
-            )));
+            return Err(invalid(format!("value {i} is {}; expected a finite number", values[i])));
         }
         if let Some(norm) = &self.input.normalize {
             norm.apply(&mut values);
@@ -76,11 +73,7 @@ impl Manifest {
 /// The `k` most probable classes of `probabilities`, most probable first.
 pub fn top_k(probabilities: &[f32], k: usize, labels: &[String]) -> Vec<ClassScore> {
     let mut order: Vec<usize> = (0..probabilities.len()).collect();
-    order.sort_by(|&a, &b| {
-        probabilities[b]
-            .total_cmp(&probabilities[a])
-            .then(a.cmp(&b))
-    });
+    order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]).then(a.cmp(&b)));
     order
         .into_iter()
         .take(k)
@@ -129,10 +122,7 @@ mod tests {
     fn top_k_orders_by_probability_and_names_classes() {
         let labels: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         let top = top_k(&[0.2, 0.5, 0.3], 2, &labels);
-        assert_eq!(
-            top.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(),
-            ["b", "c"]
-        );
+        assert_eq!(top.iter().map(|c| c.label.as_str()).collect::<Vec<_>>(), ["b", "c"]);
         assert_eq!(top_k(&[0.2, 0.5, 0.3], 10, &labels).len(), 3);
     }
 }

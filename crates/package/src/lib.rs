@@ -32,4 +32,4 @@ pub use classify::{top_k, ClassScore};
 pub use error::{Error, Result};
 pub use manifest::{InputSpec, Manifest, OutputSpec, TrainingSummary, WeightsRef, FORMAT_VERSION};
 pub use package::{Package, MANIFEST_FILE, WEIGHTS_FILE};
-pub use weights::{decode_weights, encode_weights, sha256_hex};
+pub use weights::{decode_tensors, decode_weights, encode_tensors, encode_weights, sha256_hex};

@@ -162,9 +162,7 @@ impl Manifest {
             return Err("version must be a positive integer".into());
         }
         self.model.validate().map_err(|e| e.to_string())?;
-        let want_in: Vec<i64> = std::iter::once(-1)
-            .chain(self.model.input().iter().copied())
-            .collect();
+        let want_in: Vec<i64> = std::iter::once(-1).chain(self.model.input().iter().copied()).collect();
         if self.input.shape != want_in {
             return Err(format!(
                 "input.shape {:?} does not match the model's {want_in:?}",

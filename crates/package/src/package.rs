@@ -1,8 +1,6 @@
 //! `Package`: saving a trained network as a package folder, and loading one back.
 
-use crate::{
-    atomic, decode_weights, encode_weights, sha256_hex, Error, Manifest, Result, FORMAT_VERSION,
-};
+use crate::{atomic, decode_weights, encode_weights, sha256_hex, Error, Manifest, Result, FORMAT_VERSION};
 use kiln_model::Network;
 use kiln_tensor::Device;
 use std::path::{Path, PathBuf};
@@ -38,11 +36,10 @@ impl Package {
         manifest
             .check()
             .map_err(|e| Error::invalid(dir.join(MANIFEST_FILE), e))?;
-        let mut json = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| Error::invalid(dir.join(MANIFEST_FILE), e.to_string()))?;
+        let mut json =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| Error::invalid(dir.join(MANIFEST_FILE), e.to_string()))?;
         json.push(b'\n');
-        atomic::write_dir(dir, &[(MANIFEST_FILE, &json), (WEIGHTS_FILE, &weights)])
-            .map_err(|e| Error::io(dir, e))?;
+        atomic::write_dir(dir, &[(MANIFEST_FILE, &json), (WEIGHTS_FILE, &weights)]).map_err(|e| Error::io(dir, e))?;
         Ok(manifest)
     }
 
@@ -51,33 +48,30 @@ impl Package {
         let path = dir.as_ref().join(MANIFEST_FILE);
         let bytes = std::fs::read(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::invalid(&path, "is missing; a kiln package is a folder holding manifest.json and weights.safetensors")
+                Error::invalid(
+                    &path,
+                    "is missing; a kiln package is a folder holding manifest.json and weights.safetensors",
+                )
             } else {
                 Error::io(&path, e)
             }
         })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::invalid(&path, format!("is not valid JSON: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| Error::invalid(&path, format!("is not valid JSON: {e}")))?;
         // The version is checked before the schema, so that a newer format says so
         // rather than failing on a field this kiln does not know.
-        match value
-            .get("format_version")
-            .and_then(serde_json::Value::as_u64)
-        {
+        match value.get("format_version").and_then(serde_json::Value::as_u64) {
             Some(v) if v == FORMAT_VERSION as u64 => {}
             Some(v) => {
                 return Err(Error::invalid(
                     &path,
-                    format!(
-                    "format version {v} is not supported; this kiln reads version {FORMAT_VERSION}"
-                ),
+                    format!("format version {v} is not supported; this kiln reads version {FORMAT_VERSION}"),
                 ))
             }
             None => return Err(Error::invalid(&path, "has no numeric format_version field")),
         }
-        let manifest: Manifest = serde_json::from_value(value).map_err(|e| {
-            Error::invalid(&path, format!("does not match the manifest schema: {e}"))
-        })?;
+        let manifest: Manifest = serde_json::from_value(value)
+            .map_err(|e| Error::invalid(&path, format!("does not match the manifest schema: {e}")))?;
         manifest.check().map_err(|e| Error::invalid(&path, e))?;
         Ok(manifest)
     }
@@ -90,10 +84,7 @@ impl Package {
         let wpath = dir.join(&manifest.weights.file);
         let bytes = std::fs::read(&wpath).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::invalid(
-                    &wpath,
-                    "is missing; manifest.json names it as the weights file",
-                )
+                Error::invalid(&wpath, "is missing; manifest.json names it as the weights file")
             } else {
                 Error::io(&wpath, e)
             }

@@ -1,7 +1,7 @@
 //! Encoding model weights as safetensors and checking them against an architecture.
 
 use kiln_model::Network;
-use kiln_tensor::{convert, tch, DType};
+use kiln_tensor::{convert, tch, DType, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -50,8 +50,13 @@ fn st_dtype(d: DType) -> Dtype {
 
 /// Every tensor of `net` (parameters and buffers) as a safetensors file, names sorted.
 pub fn encode_weights(net: &Network) -> Result<Vec<u8>, String> {
+    encode_tensors(net.var_store().variables())
+}
+
+/// Named tensors as a safetensors file, names sorted.
+pub fn encode_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Result<Vec<u8>, String> {
     let mut raws = BTreeMap::new();
-    for (name, t) in net.var_store().variables() {
+    for (name, t) in tensors {
         let dtype = DType::of(&t).map_err(|e| format!("{name}: {e}"))?;
         let data = convert::tensor_to_bytes(&t).map_err(|e| format!("{name}: {e}"))?;
         let shape = t.size().iter().map(|&d| d as usize).collect();
@@ -65,15 +70,45 @@ pub fn encode_weights(net: &Network) -> Result<Vec<u8>, String> {
         );
     }
     let meta = HashMap::from([("format".to_string(), "kiln".to_string())]);
-    safetensors::tensor::serialize(raws.iter().map(|(k, v)| (k.as_str(), v)), Some(meta))
-        .map_err(|e| e.to_string())
+    safetensors::tensor::serialize(raws.iter().map(|(k, v)| (k.as_str(), v)), Some(meta)).map_err(|e| e.to_string())
+}
+
+/// Every tensor of a safetensors file, on the CPU.
+pub fn decode_tensors(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let dtype = from_st_dtype(view.dtype())
+                .ok_or_else(|| format!("tensor {name:?} has unsupported dtype {}", view.dtype()))?;
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            let t = convert::tensor_from_bytes(view.data(), &shape, dtype).map_err(|e| format!("{name}: {e}"))?;
+            Ok((name, t))
+        })
+        .collect()
+}
+
+fn from_st_dtype(d: Dtype) -> Option<DType> {
+    [
+        DType::Bool,
+        DType::Uint8,
+        DType::Int8,
+        DType::Int16,
+        DType::Int32,
+        DType::Int64,
+        DType::Fp16,
+        DType::Bf16,
+        DType::Fp32,
+        DType::Fp64,
+    ]
+    .into_iter()
+    .find(|&k| st_dtype(k) == d)
 }
 
 /// Checks a safetensors file against `net`'s tensors (names, shapes, dtypes) and copies
 /// the values in. Every mismatch is listed in the error, not just the first.
 pub fn decode_weights(bytes: &[u8], net: &mut Network) -> Result<(), String> {
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| format!("not a valid safetensors file: {e}"))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
     let expected = net.parameter_shapes().map_err(|e| e.to_string())?;
     let found: BTreeMap<String, _> = st.tensors().into_iter().collect();
     let mut problems = Vec::new();
@@ -109,8 +144,7 @@ pub fn decode_weights(bytes: &[u8], net: &mut Network) -> Result<(), String> {
             let (Some(view), Some(var)) = (found.get(name), vars.get(name)) else {
                 continue;
             };
-            let src = convert::tensor_from_bytes(view.data(), shape, *dtype)
-                .map_err(|e| format!("{name}: {e}"))?;
+            let src = convert::tensor_from_bytes(view.data(), shape, *dtype).map_err(|e| format!("{name}: {e}"))?;
             let mut var = var.shallow_clone();
             var.f_copy_(&src).map_err(|e| format!("{name}: {e}"))?;
         }

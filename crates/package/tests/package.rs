@@ -63,10 +63,7 @@ fn a_saved_package_reloads_into_an_identical_model() {
         assert_eq!(loaded.manifest.weights.sha256, sha256_hex(&bytes));
         // A fresh model with other weights gives other outputs: the check above is not vacuous.
         let other = Network::new(net.spec().clone(), Device::Cpu).unwrap();
-        assert_ne!(
-            a,
-            convert::tensor_to_f32(&other.infer(&x).unwrap()).unwrap()
-        );
+        assert_ne!(a, convert::tensor_to_f32(&other.infer(&x).unwrap()).unwrap());
     }
 }
 
@@ -134,9 +131,7 @@ fn a_tensor_of_the_wrong_shape_is_named_with_both_shapes() {
 #[test]
 fn manifest_inconsistencies_and_garbage_are_reported() {
     let (_d, dir, _) = saved(ModelSpec::classic_mlp());
-    rewrite_manifest(&dir, |v| {
-        v["output"]["labels"] = serde_json::json!(["a", "b"])
-    });
+    rewrite_manifest(&dir, |v| v["output"]["labels"] = serde_json::json!(["a", "b"]));
     assert!(load_err(&dir).contains("output.labels has 2 names for 10 classes"));
     std::fs::write(dir.join(MANIFEST_FILE), b"{not json").unwrap();
     assert!(load_err(&dir).contains("is not valid JSON"));
@@ -146,12 +141,7 @@ fn manifest_inconsistencies_and_garbage_are_reported() {
 fn saving_over_a_package_replaces_it_whole() {
     let (_d, dir, _) = saved(ModelSpec::classic_mlp());
     let net = Network::new(cnn_spec(), Device::Cpu).unwrap();
-    Package::save(
-        &dir,
-        Manifest::new("fashion", 4, &net, labels(), None, None),
-        &net,
-    )
-    .unwrap();
+    Package::save(&dir, Manifest::new("fashion", 4, &net, labels(), None, None), &net).unwrap();
     let loaded = Package::load(&dir, Device::Cpu).unwrap();
     assert_eq!(loaded.manifest.version, 4);
     assert_eq!(loaded.manifest.model.arch(), "cnn");
@@ -160,8 +150,5 @@ fn saving_over_a_package_replaces_it_whole() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with('.'))
         .collect();
-    assert!(
-        leftovers.is_empty(),
-        "temporary folders left behind: {leftovers:?}"
-    );
+    assert!(leftovers.is_empty(), "temporary folders left behind: {leftovers:?}");
 }

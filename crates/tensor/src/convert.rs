@@ -51,10 +51,7 @@ pub fn tensor_from_bytes(bytes: &[u8], shape: &[i64], dtype: DType) -> Result<Te
     if bytes.len() != expected {
         return Err(Error::InvalidShape {
             shape: shape.to_vec(),
-            reason: format!(
-                "{dtype} data of this shape takes {expected} bytes, got {}",
-                bytes.len()
-            ),
+            reason: format!("{dtype} data of this shape takes {expected} bytes, got {}", bytes.len()),
         });
     }
     Ok(Tensor::f_from_data_size(bytes, shape, dtype.kind())?)
@@ -63,20 +60,14 @@ pub fn tensor_from_bytes(bytes: &[u8], shape: &[i64], dtype: DType) -> Result<Te
 /// The elements of an `f32` tensor (any device, any layout) in row-major order.
 pub fn tensor_to_f32(t: &Tensor) -> Result<Vec<f32>> {
     require_kind(t, Kind::Float)?;
-    let flat = t
-        .f_to_device(tch::Device::Cpu)?
-        .f_contiguous()?
-        .f_view([-1])?;
+    let flat = t.f_to_device(tch::Device::Cpu)?.f_contiguous()?.f_view([-1])?;
     Ok(Vec::<f32>::try_from(&flat)?)
 }
 
 /// The elements of an `i64` tensor in row-major order.
 pub fn tensor_to_i64(t: &Tensor) -> Result<Vec<i64>> {
     require_kind(t, Kind::Int64)?;
-    let flat = t
-        .f_to_device(tch::Device::Cpu)?
-        .f_contiguous()?
-        .f_view([-1])?;
+    let flat = t.f_to_device(tch::Device::Cpu)?.f_contiguous()?.f_view([-1])?;
     Ok(Vec::<i64>::try_from(&flat)?)
 }
 
@@ -95,9 +86,7 @@ pub fn require_kind(t: &Tensor, kind: Kind) -> Result<()> {
     let got = t.f_kind()?;
     if got != kind {
         return Err(Error::DType {
-            expected: DType::from_kind(kind)
-                .map(|d| d.to_string())
-                .unwrap_or_default(),
+            expected: DType::from_kind(kind).map(|d| d.to_string()).unwrap_or_default(),
             got: DType::from_kind(got)
                 .map(|d| d.to_string())
                 .unwrap_or(format!("{got:?}")),
@@ -109,8 +98,7 @@ pub fn require_kind(t: &Tensor, kind: Kind) -> Result<()> {
 /// An error unless `t`'s shape matches `expected`, where `-1` matches any size.
 pub fn require_shape(t: &Tensor, expected: &[i64]) -> Result<()> {
     let got = t.size();
-    let fits =
-        got.len() == expected.len() && got.iter().zip(expected).all(|(&g, &e)| e == -1 || g == e);
+    let fits = got.len() == expected.len() && got.iter().zip(expected).all(|(&g, &e)| e == -1 || g == e);
     if !fits {
         return Err(Error::InvalidShape {
             shape: got,
@@ -142,9 +130,7 @@ mod tests {
         assert_eq!(err, "shape [2, 3] needs 6 elements, got 5");
         let err = tensor_from_i64(&[1; 6], &[-2, -3]).unwrap_err().to_string();
         assert!(err.contains("negative"), "{err}");
-        let err = tensor_from_bytes(&[0; 7], &[2], DType::Fp32)
-            .unwrap_err()
-            .to_string();
+        let err = tensor_from_bytes(&[0; 7], &[2], DType::Fp32).unwrap_err().to_string();
         assert!(err.contains("takes 8 bytes, got 7"), "{err}");
     }
 

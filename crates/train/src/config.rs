@@ -1,6 +1,6 @@
 //! `TrainConfig`: everything a training run needs, from a JSON or TOML file plus overrides.
 
-use crate::{Error, Result, Schedule};
+use crate::{Error, ParamGroup, Result, Schedule};
 use kiln_data::{Augment, ImageLayout, LabelColumn};
 use kiln_model::{CnnSpec, ModelSpec};
 use kiln_tensor::DeviceChoice;
@@ -34,6 +34,73 @@ pub struct TrainConfig {
     pub model: ModelSpec,
     /// The optimizer.
     pub optimizer: OptimizerConfig,
+    /// Label smoothing of the cross-entropy loss (0 = none).
+    pub label_smoothing: f64,
+    /// The k of the top-k accuracy reported each epoch.
+    pub top_k: usize,
+    /// Write a `step` record to metrics.jsonl every this many optimizer steps.
+    pub log_every_steps: usize,
+    /// `none` or `bf16` (autocast on CUDA; ignored with a warning on the CPU).
+    pub mixed_precision: MixedPrecision,
+    /// Checkpoints.
+    pub checkpoint: CheckpointConfig,
+    /// The metric that picks the best epoch, whose weights become the package.
+    pub monitor: String,
+    /// Stop when the monitored metric stops improving.
+    pub early_stopping: Option<EarlyStoppingConfig>,
+}
+
+/// Mixed precision on CUDA.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MixedPrecision {
+    /// Full precision.
+    #[default]
+    None,
+    /// bfloat16 autocast for the forward pass on CUDA.
+    Bf16,
+}
+
+/// When to write checkpoints and how many to keep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Also write one every this many optimizer steps (0: only at the end of each epoch).
+    pub every_steps: usize,
+    /// Keep the newest this many (at least 1).
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            every_steps: 0,
+            keep: 3,
+        }
+    }
+}
+
+/// Early stopping: stop after `patience` epochs without an improvement of at least
+/// `min_delta` in `monitor`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EarlyStoppingConfig {
+    /// The metric watched, e.g. `val_loss` (lower is better) or `val_accuracy`.
+    pub monitor: String,
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+    /// The smallest change that counts as an improvement.
+    pub min_delta: f64,
+}
+
+impl Default for EarlyStoppingConfig {
+    fn default() -> Self {
+        EarlyStoppingConfig {
+            monitor: "val_loss".into(),
+            patience: 3,
+            min_delta: 0.0,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -50,6 +117,13 @@ impl Default for TrainConfig {
             data: DataConfig::default(),
             model: ModelSpec::Cnn(CnnSpec::default()),
             optimizer: OptimizerConfig::default(),
+            label_smoothing: 0.0,
+            top_k: 5,
+            log_every_steps: 1,
+            mixed_precision: MixedPrecision::None,
+            checkpoint: CheckpointConfig::default(),
+            monitor: "val_accuracy".into(),
+            early_stopping: None,
         }
     }
 }
@@ -145,8 +219,16 @@ pub struct OptimizerConfig {
     pub weight_decay: f64,
     /// Adam's beta1 and beta2.
     pub betas: (f64, f64),
+    /// Adam's epsilon.
+    pub eps: f64,
     /// How the learning rate changes over the run.
     pub schedule: Schedule,
+    /// Per-parameter settings, e.g. `{ match = "bias", weight_decay = 0.0 }`.
+    pub groups: Vec<ParamGroup>,
+    /// Clip the global gradient norm to this (none when absent).
+    pub clip_grad_norm: Option<f64>,
+    /// Accumulate gradients over this many batches per optimizer step.
+    pub accumulate: usize,
 }
 
 impl Default for OptimizerConfig {
@@ -158,7 +240,11 @@ impl Default for OptimizerConfig {
             nesterov: false,
             weight_decay: 0.0,
             betas: (0.9, 0.999),
+            eps: 1e-8,
             schedule: Schedule::Constant,
+            groups: Vec::new(),
+            clip_grad_norm: None,
+            accumulate: 1,
         }
     }
 }
@@ -168,8 +254,7 @@ impl TrainConfig {
     /// `path.to.key=value` with the value parsed as TOML (a bare word is a string).
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<TrainConfig> {
         let mut value = match path {
-            None => serde_json::to_value(TrainConfig::default())
-                .map_err(|e| Error::Config(e.to_string()))?,
+            None => serde_json::to_value(TrainConfig::default()).map_err(|e| Error::Config(e.to_string()))?,
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
                 let parsed: std::result::Result<serde_json::Value, String> =
@@ -222,20 +307,44 @@ impl TrainConfig {
                 o.lr
             ));
         }
-        if !(0.0..1.0).contains(&o.momentum) || o.weight_decay < 0.0 || !o.weight_decay.is_finite()
-        {
+        if !(0.0..1.0).contains(&o.momentum) || o.weight_decay < 0.0 || !o.weight_decay.is_finite() {
             return bad(format!(
                 "optimizer.momentum ({}) must be in [0, 1) and weight_decay ({}) non-negative",
                 o.momentum, o.weight_decay
             ));
         }
         if !(0.0..1.0).contains(&o.betas.0) || !(0.0..1.0).contains(&o.betas.1) {
-            return bad(format!(
-                "optimizer.betas {:?} must both be in [0, 1)",
-                o.betas
-            ));
+            return bad(format!("optimizer.betas {:?} must both be in [0, 1)", o.betas));
         }
         o.schedule.validate()?;
+        if o.accumulate == 0 {
+            return bad("optimizer.accumulate must be at least 1".into());
+        }
+        if o.clip_grad_norm.is_some_and(|c| !(c > 0.0)) {
+            return bad(format!(
+                "optimizer.clip_grad_norm {:?} must be positive",
+                o.clip_grad_norm
+            ));
+        }
+        if !(o.eps > 0.0) {
+            return bad(format!("optimizer.eps {} must be positive", o.eps));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(format!("label_smoothing {} must be in [0, 1)", self.label_smoothing));
+        }
+        if self.top_k == 0 || self.log_every_steps == 0 || self.checkpoint.keep == 0 {
+            return bad("top_k, log_every_steps and checkpoint.keep must be at least 1".into());
+        }
+        crate::early_stop::Monitor::parse(&self.monitor)?;
+        if let Some(es) = &self.early_stopping {
+            crate::early_stop::Monitor::parse(&es.monitor)?;
+            if !(es.min_delta >= 0.0) {
+                return bad(format!(
+                    "early_stopping.min_delta {} must be non-negative",
+                    es.min_delta
+                ));
+            }
+        }
         let d = &self.data;
         if !(0.0..1.0).contains(&d.validation) {
             return bad(format!(
@@ -244,15 +353,11 @@ impl TrainConfig {
             ));
         }
         match d.dataset {
-            DatasetKind::Csv | DatasetKind::ImageFolder if d.train.is_none() => return bad(
-                "data.train must name the training file or folder for csv and image-folder data"
-                    .into(),
-            ),
+            DatasetKind::Csv | DatasetKind::ImageFolder if d.train.is_none() => {
+                return bad("data.train must name the training file or folder for csv and image-folder data".into())
+            }
             DatasetKind::ImageFolder if d.image.is_none() => {
-                return bad(
-                    "data.image = { channels, height, width } is needed for image-folder data"
-                        .into(),
-                )
+                return bad("data.image = { channels, height, width } is needed for image-folder data".into())
             }
             _ => {}
         }
@@ -280,9 +385,7 @@ fn apply_override(value: &mut serde_json::Value, item: &str) -> Result<()> {
         let serde_json::Value::Object(map) = slot else {
             unreachable!()
         };
-        slot = map
-            .entry(part.to_string())
-            .or_insert(serde_json::Value::Null);
+        slot = map.entry(part.to_string()).or_insert(serde_json::Value::Null);
     }
     *slot = parsed;
     Ok(())
@@ -331,9 +434,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("data.validation is 1.5"), "{err}");
-        let err = TrainConfig::load(None, &["noequals".into()])
-            .unwrap_err()
-            .to_string();
+        let err = TrainConfig::load(None, &["noequals".into()]).unwrap_err().to_string();
         assert!(err.contains("key=value"), "{err}");
     }
 }

@@ -31,6 +31,9 @@ pub enum Error {
     /// libtorch failed.
     #[error("libtorch: {0}")]
     Torch(#[from] kiln_tensor::tch::TchError),
+    /// The run was asked to stop (SIGINT, SIGTERM) and saved this checkpoint.
+    #[error("interrupted; checkpoint saved in {0}: continue with `kiln-train resume`")]
+    Interrupted(PathBuf),
     /// Training diverged (a non-finite loss).
     #[error("training diverged: {0}")]
     Diverged(String),

@@ -15,23 +15,33 @@
 //! # Ok::<(), kiln_train::Error>(())
 //! ```
 
+mod checkpoint;
 mod config;
+mod early_stop;
 mod error;
 mod evaluate;
+mod metrics;
 mod metrics_log;
-mod optimizer;
+mod optim;
+mod plot;
 mod predict;
 mod progress;
 mod schedule;
 mod sources;
 mod trainer;
 
-pub use config::{DataConfig, DatasetKind, OptimizerConfig, OptimizerKind, TrainConfig};
+pub use checkpoint::{Checkpoint, RunState};
+pub use config::{
+    CheckpointConfig, DataConfig, DatasetKind, EarlyStoppingConfig, MixedPrecision, OptimizerConfig, OptimizerKind,
+    TrainConfig,
+};
+pub use early_stop::{EarlyStopping, Monitor};
 pub use error::{Error, Result};
 pub use evaluate::{evaluate, evaluate_package, EvalResult};
+pub use metrics::{ClassMetrics, Confusion};
 pub use metrics_log::MetricsLog;
-pub use optimizer::build_optimizer;
+pub use optim::{Optimizer, ParamGroup};
 pub use predict::{predict_files, Prediction};
 pub use schedule::Schedule;
 pub use sources::{open_split, Sources};
-pub use trainer::{train, train_with, EpochReport, TrainReport};
+pub use trainer::{resume, train, EpochReport, TrainOptions, TrainReport};

@@ -1,15 +1,17 @@
-//! `metrics.jsonl`: one JSON object per line, flushed as it is written.
+//! `metrics.jsonl`: one JSON object per line.
 
 use crate::{Error, Result};
+use kiln_package::atomic;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-/// An append-only log of JSON records.
+/// An append-only log of JSON records, buffered and flushed at epoch ends, checkpoints
+/// and the end of a run.
 pub struct MetricsLog {
     path: PathBuf,
-    file: File,
+    file: BufWriter<File>,
 }
 
 impl MetricsLog {
@@ -23,17 +25,40 @@ impl MetricsLog {
             .map_err(|e| Error::io(path, e))?;
         Ok(MetricsLog {
             path: path.to_path_buf(),
-            file,
+            file: BufWriter::new(file),
+        })
+    }
+
+    /// Reopens the log of a resumed run, keeping only the records `keep` accepts (those
+    /// up to the checkpoint), so the log reads as one uninterrupted run.
+    pub fn resume(path: &Path, keep: impl Fn(&serde_json::Value) -> bool) -> Result<MetricsLog> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut kept = String::new();
+        for line in text.lines() {
+            if serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| keep(&v)) {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        atomic::write_file(path, kept.as_bytes()).map_err(|e| Error::io(path, e))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(MetricsLog {
+            path: path.to_path_buf(),
+            file: BufWriter::new(file),
         })
     }
 
     /// Appends one record as a line of JSON.
     pub fn write<T: Serialize>(&mut self, record: &T) -> Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(|e| Error::Config(e.to_string()))?;
-        line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .map_err(|e| Error::io(&self.path, e))?;
+        serde_json::to_writer(&mut self.file, record).map_err(|e| Error::Config(e.to_string()))?;
+        self.file.write_all(b"\n").map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Writes buffered records to the file.
+    pub fn flush(&mut self) -> Result<()> {
         self.file.flush().map_err(|e| Error::io(&self.path, e))
     }
 }

@@ -24,16 +24,13 @@ pub struct Prediction {
 /// manifest says; `.json` holds numbers (flat or nested) as a dataset gives them.
 fn read_input(package: &Package, path: &Path) -> Result<Vec<f32>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     let what = path.display().to_string();
     match ext.as_deref() {
         Some("png" | "jpg" | "jpeg") => Ok(package.manifest.prepare_image(&bytes, &what)?),
         Some("json") => {
-            let value: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Config(format!("{what}: not valid JSON: {e}")))?;
+            let value: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("{what}: not valid JSON: {e}")))?;
             let mut values = Vec::new();
             flatten(&value, &mut values, 0).map_err(|e| Error::Config(format!("{what}: {e}")))?;
             package
@@ -47,11 +44,7 @@ fn read_input(package: &Package, path: &Path) -> Result<Vec<f32>> {
     }
 }
 
-fn flatten(
-    v: &serde_json::Value,
-    out: &mut Vec<f32>,
-    depth: usize,
-) -> std::result::Result<(), String> {
+fn flatten(v: &serde_json::Value, out: &mut Vec<f32>, depth: usize) -> std::result::Result<(), String> {
     if depth > 8 {
         return Err("arrays are nested deeper than 8 levels".into());
     }
@@ -60,12 +53,8 @@ fn flatten(
             out.push(n.as_f64().ok_or("a number is out of range")? as f32);
             Ok(())
         }
-        serde_json::Value::Array(items) => {
-            items.iter().try_for_each(|i| flatten(i, out, depth + 1))
-        }
-        other => Err(format!(
-            "expected numbers or arrays of numbers, found {other}"
-        )),
+        serde_json::Value::Array(items) => items.iter().try_for_each(|i| flatten(i, out, depth + 1)),
+        other => Err(format!("expected numbers or arrays of numbers, found {other}")),
     }
 }
 

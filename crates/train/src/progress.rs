@@ -30,20 +30,22 @@ impl Progress {
         }
     }
 
-    /// Records one finished step; the message is refreshed a few times a second.
-    pub(crate) fn step(
-        &mut self,
-        epoch: usize,
-        epochs: usize,
-        loss: f64,
-        accuracy: f64,
-        samples_per_sec: f64,
-    ) {
+    /// Starts the bar at `pos` (a resumed run).
+    pub(crate) fn set_position(&self, pos: u64) {
+        self.bar.set_position(pos);
+        self.bar.reset_eta();
+    }
+
+    /// Counts one finished batch.
+    pub(crate) fn inc(&self) {
         self.bar.inc(1);
+    }
+
+    /// Shows the running figures; the message is refreshed a few times a second.
+    pub(crate) fn show(&mut self, epoch: usize, epochs: usize, loss: f64, accuracy: f64, samples_per_sec: f64) {
         if self.last_draw.elapsed() >= Duration::from_millis(200) {
             self.last_draw = Instant::now();
-            self.bar
-                .set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
+            self.bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
             self.bar.set_message(format!(
                 "loss {loss:.4} acc {accuracy:.4} {:.0} samples/s",
                 samples_per_sec

@@ -27,6 +27,34 @@ pub enum Schedule {
         #[serde(default)]
         min_factor: f64,
     },
+    /// One-cycle (as PyTorch's `OneCycleLR`, cosine): from `base / div_factor` up to
+    /// `base` over the first `pct_start` of the steps, then down to
+    /// `base / (div_factor * final_div_factor)`.
+    OneCycle {
+        /// Fraction of the steps spent rising.
+        #[serde(default = "one_cycle_pct")]
+        pct_start: f64,
+        /// The start rate is `base / div_factor`.
+        #[serde(default = "one_cycle_div")]
+        div_factor: f64,
+        /// The final rate is the start rate divided by this.
+        #[serde(default = "one_cycle_final_div")]
+        final_div_factor: f64,
+    },
+}
+
+fn one_cycle_pct() -> f64 {
+    0.3
+}
+fn one_cycle_div() -> f64 {
+    25.0
+}
+fn one_cycle_final_div() -> f64 {
+    1e4
+}
+
+fn cos_anneal(from: f64, to: f64, t: f64) -> f64 {
+    to + (from - to) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
 impl Schedule {
@@ -46,6 +74,13 @@ impl Schedule {
                     "optimizer.schedule cosine needs warmup_epochs >= 0 (got {warmup_epochs}) and min_factor in [0, 1] (got {min_factor})"
                 )))
             }
+            Schedule::OneCycle { pct_start, div_factor, final_div_factor }
+                if !(pct_start > 0.0 && pct_start < 1.0 && div_factor >= 1.0 && final_div_factor >= 1.0) =>
+            {
+                Err(Error::Config(format!(
+                    "optimizer.schedule one-cycle needs 0 < pct_start < 1 (got {pct_start}), div_factor >= 1 (got {div_factor}) and final_div_factor >= 1 (got {final_div_factor})"
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -54,10 +89,7 @@ impl Schedule {
     pub fn rate(&self, base: f64, step: usize, total: usize, per_epoch: usize) -> f64 {
         match *self {
             Schedule::Constant => base,
-            Schedule::Step {
-                every_epochs,
-                gamma,
-            } => {
+            Schedule::Step { every_epochs, gamma } => {
                 let epoch = step / per_epoch.max(1);
                 base * gamma.powi((epoch / every_epochs.max(1)) as i32)
             }
@@ -73,6 +105,22 @@ impl Schedule {
                 let t = ((step - warmup) as f64 / span).min(1.0);
                 let cos = 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
                 base * (min_factor + (1.0 - min_factor) * cos)
+            }
+            Schedule::OneCycle {
+                pct_start,
+                div_factor,
+                final_div_factor,
+            } => {
+                let initial = base / div_factor;
+                let last = initial / final_div_factor;
+                let rise_end = (pct_start * total as f64) - 1.0;
+                let end = total.saturating_sub(1) as f64;
+                let s = step as f64;
+                if s <= rise_end {
+                    cos_anneal(initial, base, s / rise_end.max(1e-9))
+                } else {
+                    cos_anneal(base, last, ((s - rise_end) / (end - rise_end).max(1e-9)).min(1.0))
+                }
             }
         }
     }
@@ -124,6 +172,22 @@ mod tests {
         };
         assert!(close(floor.rate(2.0, 0, 10, 5), 2.0));
         assert!(close(floor.rate(2.0, 9, 10, 5), 0.2));
+    }
+
+    #[test]
+    fn one_cycle_matches_pytorch_at_its_phase_ends() {
+        // PyTorch: OneCycleLR(max_lr=1, total_steps=100) gives 0.04 at step 0, 1.0 at
+        // step 29 (pct_start 0.3: the peak is at 0.3 * 100 - 1) and 4e-6 at step 99.
+        let s = Schedule::OneCycle {
+            pct_start: 0.3,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+        };
+        assert!(close(s.rate(1.0, 0, 100, 10), 0.04));
+        assert!(close(s.rate(1.0, 29, 100, 10), 1.0));
+        assert!(close(s.rate(1.0, 99, 100, 10), 0.04 / 1e4));
+        let mid = s.rate(1.0, 64, 100, 10);
+        assert!(close(mid, cos_anneal(1.0, 4e-6, 35.0 / 70.0)), "{mid}");
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! Opening the datasets a config names: train, validation and test.
 
 use crate::{DataConfig, DatasetKind, Error, Result};
-use kiln_data::{
-    split, take_first, CsvDataset, Dataset, ImageFolder, ImageLayout, KnownDataset, Split,
-};
+use kiln_data::{split, take_first, CsvDataset, Dataset, ImageFolder, ImageLayout, KnownDataset, Split};
 use std::sync::Arc;
 
 /// The datasets of a run.
@@ -61,11 +59,9 @@ impl Sources {
         let description = match cfg.dataset {
             DatasetKind::FashionMnist => "fashion-mnist".to_string(),
             DatasetKind::Mnist => "mnist".to_string(),
-            DatasetKind::Csv | DatasetKind::ImageFolder => cfg
-                .train
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+            DatasetKind::Csv | DatasetKind::ImageFolder => {
+                cfg.train.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+            }
         };
         Ok(Sources {
             train,

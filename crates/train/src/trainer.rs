@@ -1,22 +1,24 @@
-//! `train`: the training loop from a config to a package.
+//! `train` and `resume`: the training loop from a config to a package, checkpointed so
+//! that an interrupted run continues exactly where it stopped.
 
-use crate::evaluate::Tally;
+use crate::checkpoint::{self, RunState};
+use crate::early_stop::{EarlyStopping, Monitor};
+use crate::evaluate::{cross_entropy, Tally};
 use crate::progress::Progress;
-use crate::{
-    build_optimizer, evaluate, Error, EvalResult, MetricsLog, Result, Sources, TrainConfig,
-};
-use kiln_data::{Augment, DataLoader, Dataset, LoaderConfig, Normalize};
+use crate::{evaluate, plot, Error, EvalResult, MetricsLog, MixedPrecision, Optimizer, Result, Sources, TrainConfig};
+use kiln_data::{Augment, DataLoader, Dataset, LoaderConfig, Normalize, SplitMix64};
 use kiln_model::Network;
 use kiln_package::{atomic, Manifest, Package, TrainingSummary};
-use kiln_tensor::Runtime;
-use serde::Serialize;
+use kiln_tensor::{tch, Kind, Runtime};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// What one epoch did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpochReport {
     /// The epoch, from 1.
     pub epoch: usize,
@@ -24,8 +26,8 @@ pub struct EpochReport {
     pub train_loss: f64,
     /// Training accuracy over the epoch.
     pub train_accuracy: f64,
-    /// Validation loss and accuracy.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The validation evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val: Option<EvalResult>,
     /// The learning rate of the epoch's last step.
     pub lr: f64,
@@ -35,6 +37,23 @@ pub struct EpochReport {
     pub seconds: f64,
 }
 
+impl EpochReport {
+    /// The epoch's scalar metrics by name (`train_loss`, `val_accuracy`, ...).
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        let mut m = BTreeMap::from([
+            ("train_loss".to_string(), self.train_loss),
+            ("train_accuracy".to_string(), self.train_accuracy),
+        ]);
+        if let Some(v) = &self.val {
+            m.insert("val_loss".into(), v.loss);
+            m.insert("val_accuracy".into(), v.accuracy);
+            m.insert("val_top_k_accuracy".into(), v.top_k_accuracy);
+            m.insert("val_macro_f1".into(), v.macro_f1);
+        }
+        m
+    }
+}
+
 /// What a run produced.
 #[derive(Debug)]
 pub struct TrainReport {
@@ -42,14 +61,40 @@ pub struct TrainReport {
     pub out_dir: PathBuf,
     /// The package folder inside it.
     pub package_dir: PathBuf,
-    /// One report per epoch.
+    /// One report per epoch run.
     pub epochs: Vec<EpochReport>,
-    /// The test result, when the data has a test part.
+    /// The epoch (from 1) whose weights are in the package.
+    pub best_epoch: usize,
+    /// The test evaluation of the packaged weights, when the data has a test part.
     pub test: Option<EvalResult>,
     /// The manifest written.
     pub manifest: Manifest,
-    /// Wall time of the whole run.
+    /// Training wall time, summed over resumptions.
     pub seconds: f64,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+}
+
+/// How a run is driven.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    /// Hide the progress bar.
+    pub quiet: bool,
+    /// When set (by a signal handler, say), the run writes a checkpoint and returns
+    /// [`Error::Interrupted`] at the next optimizer step.
+    pub stop: Arc<AtomicBool>,
+    /// When the process started, for the time-to-first-step figure.
+    pub started: Instant,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            quiet: false,
+            stop: Arc::new(AtomicBool::new(false)),
+            started: Instant::now(),
+        }
+    }
 }
 
 /// Creates `out` and proves it writable before any time is spent training.
@@ -66,24 +111,54 @@ fn prepare_out_dir(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs `config`, writing `config.json`, `metrics.jsonl` and `package/` into `out`.
-pub fn train(config: &TrainConfig, out: &Path) -> Result<TrainReport> {
-    train_with(config, out, false)
-}
-
-/// [`train`], with the progress bar hidden when `quiet`.
-pub fn train_with(config: &TrainConfig, out: &Path, quiet: bool) -> Result<TrainReport> {
-    let started = Instant::now();
+/// Starts a new run of `config` in `out`, writing `config.json`, `metrics.jsonl`,
+/// `checkpoints/`, `curves.svg`, `confusion.svg` and `package/`.
+pub fn train(config: &TrainConfig, out: &Path, opts: &TrainOptions) -> Result<TrainReport> {
     config.validate()?;
     prepare_out_dir(out)?;
+    if !checkpoint::list(out).is_empty() {
+        return Err(Error::Config(format!(
+            "{} already holds checkpoints of a run; continue it with `kiln-train resume {}`, or choose another --out",
+            out.display(),
+            out.display()
+        )));
+    }
+    run(config.clone(), out, opts, None)
+}
+
+/// Continues the run in `out` from its newest intact checkpoint, with the config it was
+/// started with.
+pub fn resume(out: &Path, opts: &TrainOptions) -> Result<TrainReport> {
+    let config_path = out.join("config.json");
+    let config = TrainConfig::load(Some(&config_path), &[])?;
+    let (ckpt, warnings) = checkpoint::load_latest(out)?.ok_or_else(|| {
+        Error::Config(format!(
+            "{} has no checkpoints to resume from; start a run with `kiln-train train`",
+            out.display()
+        ))
+    })?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!("resuming from {}", ckpt.dir.display());
+    run(config, out, opts, Some(ckpt))
+}
+
+/// The dropout generator's seed for batch `n`: a function of the run's seed and the
+/// position, so a resumed run draws the same masks without saving generator state.
+fn batch_seed(seed: u64, n: u64) -> i64 {
+    (SplitMix64::for_stream(seed, &[n, 0xD50]).next_u64() >> 1) as i64
+}
+
+fn run(
+    mut config: TrainConfig,
+    out: &Path,
+    opts: &TrainOptions,
+    ckpt: Option<checkpoint::Checkpoint>,
+) -> Result<TrainReport> {
     let runtime = Runtime::init(config.device, config.threads, config.seed)?;
     let sources = Sources::open(&config.data, config.seed)?;
-    let shape: Vec<i64> = sources
-        .train
-        .sample_shape()
-        .iter()
-        .map(|&d| d as i64)
-        .collect();
+    let shape: Vec<i64> = sources.train.sample_shape().iter().map(|&d| d as i64).collect();
     let normalize = if config.data.normalize {
         let channels = sources
             .image
@@ -93,17 +168,21 @@ pub fn train_with(config: &TrainConfig, out: &Path, quiet: bool) -> Result<Train
     } else {
         None
     };
-    let mut resolved = config.clone();
-    resolved
-        .model
-        .fit_to(&shape, sources.classes.len() as i64)?;
-    let config_json =
-        serde_json::to_vec_pretty(&resolved).map_err(|e| Error::Config(e.to_string()))?;
-    atomic::write_file(&out.join("config.json"), &config_json)
-        .map_err(|e| Error::io(out.join("config.json"), e))?;
+    config.model.fit_to(&shape, sources.classes.len() as i64)?;
+    if ckpt.is_none() {
+        let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Config(e.to_string()))?;
+        atomic::write_file(&out.join("config.json"), &json).map_err(|e| Error::io(out.join("config.json"), e))?;
+    }
+    let autocast = config.mixed_precision == MixedPrecision::Bf16 && runtime.device.is_cuda();
+    if config.mixed_precision == MixedPrecision::Bf16 && !autocast {
+        eprintln!(
+            "warning: mixed_precision = \"bf16\" applies on CUDA only; training in full precision on {:?}",
+            runtime.device
+        );
+    }
 
-    let net = Network::new(resolved.model.clone(), runtime.device)?;
-    let mut opt = build_optimizer(&config.optimizer, net.var_store())?;
+    let net = Network::new(config.model.clone(), runtime.device)?;
+    let mut opt = Optimizer::new(&config.optimizer, net.var_store())?;
     let train_loader = DataLoader::new(
         sources.train.clone(),
         LoaderConfig {
@@ -129,14 +208,42 @@ pub fn train_with(config: &TrainConfig, out: &Path, quiet: bool) -> Result<Train
             },
         )
     };
-    let mut log = MetricsLog::create(&out.join("metrics.jsonl"))?;
-    let mut progress = Progress::new(
-        (train_loader.batches_per_epoch() * config.epochs) as u64,
-        quiet,
-    );
+    let monitor = Monitor::parse(&config.monitor)?;
+    let early = config
+        .early_stopping
+        .as_ref()
+        .map(|e| Ok::<_, Error>(EarlyStopping::new(Monitor::parse(&e.monitor)?, e.patience, e.min_delta)))
+        .transpose()?;
+
+    let mut state = RunState {
+        early_stopping: early,
+        ..RunState::default()
+    };
+    let log_path = out.join("metrics.jsonl");
+    let mut log = match ckpt {
+        Some(c) => {
+            checkpoint::restore_model(&c, &net)?;
+            opt.load_state(&c.tensors, c.state.optimizer_steps)?;
+            state = c.state;
+            let (steps, epochs) = (state.optimizer_steps, state.epochs.len() as u64);
+            MetricsLog::resume(&log_path, |r| match r["kind"].as_str() {
+                Some("step") => r["step"].as_u64().is_some_and(|s| s <= steps),
+                Some("epoch") => r["epoch"].as_u64().is_some_and(|e| e <= epochs),
+                _ => false,
+            })?
+        }
+        None => MetricsLog::create(&log_path)?,
+    };
+
+    let per_epoch = train_loader.batches_per_epoch();
+    let accumulate = config.optimizer.accumulate;
+    let steps_per_epoch = per_epoch.div_ceil(accumulate);
+    let total_steps = steps_per_epoch * config.epochs;
+    let mut progress = Progress::new((per_epoch * config.epochs) as u64, opts.quiet);
+    progress.set_position(state.batches_done);
     progress.println(&format!(
         "training {} ({} parameters) on {} ({} train, {} validation samples) on {:?} with {} threads",
-        resolved.model.arch(),
+        config.model.arch(),
         net.parameter_count(),
         sources.description,
         sources.train.len(),
@@ -144,115 +251,250 @@ pub fn train_with(config: &TrainConfig, out: &Path, quiet: bool) -> Result<Train
         runtime.device,
         runtime.threads,
     ));
+    let base_lr = config.optimizer.lr;
+    let mut lr = base_lr;
+    let mut stopped_early = false;
+    let mut first_step_logged = state.batches_done > 0;
+    let labels = sources.classes.clone();
 
-    let mut epochs = Vec::new();
-    let per_epoch = train_loader.batches_per_epoch();
-    let total_steps = per_epoch * config.epochs;
-    let mut step = 0usize;
-    let mut lr = config.optimizer.lr;
-    for epoch in 0..config.epochs {
+    while state.epoch < config.epochs {
         let epoch_start = Instant::now();
-        let mut tally = Tally::default();
-        for batch in train_loader.epoch(epoch as u64) {
+        let mut epoch_samples = 0usize;
+        let mut group_loss = 0f64;
+        for batch in train_loader.epoch_from(state.epoch as u64, state.batch_in_epoch) {
             let batch = batch?;
+            tch::manual_seed(batch_seed(config.seed, state.batches_done));
+            let group_start = state.batch_in_epoch - state.batch_in_epoch % accumulate;
+            let group_len = accumulate.min(per_epoch - group_start);
+            let labels_dev = batch.labels.f_to_device(runtime.device)?;
+            let logits = if autocast {
+                tch::autocast(true, || net.forward(&batch.inputs, true))?
+            } else {
+                net.forward(&batch.inputs, true)?
+            }
+            .f_to_kind(Kind::Float)?;
+            let loss = cross_entropy(&logits, &labels_dev, config.label_smoothing)?;
+            loss.f_div_scalar(group_len as f64)?.f_backward()?;
+            let loss_value = loss.f_double_value(&[])?;
+            if !loss_value.is_finite() {
+                return Err(Error::Diverged(format!(
+                    "the loss became {loss_value} in epoch {}; try a lower optimizer.lr (now {base_lr})",
+                    state.epoch + 1
+                )));
+            }
+            state.tally.add(loss_value, &logits, &labels_dev)?;
+            group_loss += loss_value / group_len as f64;
+            epoch_samples += batch.len();
+            state.batch_in_epoch += 1;
+            state.batches_done += 1;
+            progress.inc();
+            if state.batch_in_epoch % accumulate != 0 && state.batch_in_epoch != per_epoch {
+                continue;
+            }
+            if let Some(max) = config.optimizer.clip_grad_norm {
+                opt.clip_grad_norm(max)?;
+            }
             lr = config
                 .optimizer
                 .schedule
-                .rate(config.optimizer.lr, step, total_steps, per_epoch);
-            opt.set_lr(lr);
-            step += 1;
-            let labels = batch.labels.f_to_device(runtime.device)?;
-            let logits = net.forward(&batch.inputs, true)?;
-            let loss = crate::evaluate::cross_entropy(&logits, &labels)?;
-            opt.backward_step(&loss);
-            tally.add(&loss, &logits, &labels)?;
-            let r = tally.result();
-            if !r.loss.is_finite() {
-                return Err(Error::Diverged(format!(
-                    "the loss became {} in epoch {}; try a lower optimizer.lr (now {})",
-                    r.loss,
-                    epoch + 1,
-                    config.optimizer.lr
-                )));
+                .rate(base_lr, state.optimizer_steps as usize, total_steps, steps_per_epoch);
+            opt.step(lr)?;
+            opt.zero_grad();
+            state.optimizer_steps += 1;
+            let rate = epoch_samples as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+            if !first_step_logged {
+                first_step_logged = true;
+                log.write(&serde_json::json!({"kind": "start", "seconds_to_first_step": opts.started.elapsed().as_secs_f64()}))?;
             }
-            let rate = r.samples as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
-            progress.step(epoch, config.epochs, r.loss, r.accuracy, rate);
+            if state.optimizer_steps % config.log_every_steps as u64 == 0 {
+                log.write(&serde_json::json!({
+                    "kind": "step", "step": state.optimizer_steps, "epoch": state.epoch + 1,
+                    "loss": group_loss, "lr": lr, "samples_per_sec": rate,
+                }))?;
+            }
+            group_loss = 0.0;
+            let (l, a) = state.tally.means();
+            progress.show(state.epoch, config.epochs, l, a, rate);
+            let mid_epoch = state.batch_in_epoch < per_epoch;
+            let every = config.checkpoint.every_steps as u64;
+            if mid_epoch && every > 0 && state.optimizer_steps % every == 0 {
+                log.flush()?;
+                checkpoint::save(out, &state, &net, &opt, config.checkpoint.keep)?;
+            }
+            if mid_epoch && opts.stop.load(Ordering::SeqCst) {
+                log.flush()?;
+                let dir = checkpoint::save(out, &state, &net, &opt, config.checkpoint.keep)?;
+                progress.finish();
+                return Err(Error::Interrupted(dir));
+            }
         }
-        let train_time = epoch_start.elapsed().as_secs_f64();
-        let t = tally.result();
-        let val = match &sources.val {
-            Some(v) => Some(evaluate(&net, &eval_loader(v))?),
-            None => None,
-        };
+        let train_seconds = epoch_start.elapsed().as_secs_f64();
+        let (train_loss, train_accuracy) = state.tally.means();
+        let val = sources
+            .val
+            .as_ref()
+            .map(|v| evaluate(&net, &eval_loader(v), config.top_k, &labels))
+            .transpose()?;
         let report = EpochReport {
-            epoch: epoch + 1,
-            train_loss: t.loss,
-            train_accuracy: t.accuracy,
+            epoch: state.epoch + 1,
+            train_loss,
+            train_accuracy,
             val,
             lr,
-            samples_per_sec: t.samples as f64 / train_time.max(1e-9),
+            samples_per_sec: epoch_samples as f64 / train_seconds.max(1e-9),
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
-        log.write(&serde_json::json!({"kind": "epoch", "report": &report}))?;
-        let val_text = val
+        state.seconds += report.seconds;
+        let metrics = report.metrics();
+        let val_text = report
+            .val
+            .as_ref()
             .map(|v| format!(", val loss {:.4} acc {:.4}", v.loss, v.accuracy))
             .unwrap_or_default();
+        // Without validation data the monitored metric may be missing: then the last epoch is kept.
+        let value = monitor.value(&metrics).ok();
+        let improved = match value {
+            Some(v) => monitor.improves(v, state.best.map(|b| b.0), 0.0),
+            None => true,
+        };
         progress.println(&format!(
-            "epoch {:>3}/{}: train loss {:.4} acc {:.4}{val_text} ({:.0} samples/s, {:.1}s)",
-            epoch + 1,
+            "epoch {:>3}/{}: train loss {:.4} acc {:.4}{val_text} ({:.0} samples/s, {:.1}s){}",
+            report.epoch,
             config.epochs,
             report.train_loss,
             report.train_accuracy,
             report.samples_per_sec,
-            report.seconds
+            report.seconds,
+            if improved { " *" } else { "" }
         ));
-        epochs.push(report);
+        let mut record = serde_json::to_value(&report).map_err(|e| Error::Config(e.to_string()))?;
+        record["kind"] = "epoch".into();
+        log.write(&record)?;
+        state.epochs.push(report.clone());
+        if improved {
+            state.best = Some((value.unwrap_or(f64::NAN), report.epoch));
+            let manifest = manifest_for(&config, &net, &sources, normalize.clone(), &state, None);
+            Package::save(out.join("package"), manifest, &net)?;
+        }
+        if let Some(es) = state.early_stopping.as_mut() {
+            if let Ok(v) = es.monitor.value(&metrics) {
+                stopped_early = es.update(v);
+            }
+        }
+        write_plots(out, &state.epochs, report.val.as_ref(), &labels, &config.name)?;
+        state.epoch += 1;
+        state.batch_in_epoch = 0;
+        state.tally = Tally::default();
+        log.flush()?;
+        let dir = checkpoint::save(out, &state, &net, &opt, config.checkpoint.keep)?;
+        if stopped_early {
+            progress.println(&format!(
+                "early stopping: no improvement of {} for {} epochs",
+                config.early_stopping.as_ref().map_or("", |e| e.monitor.as_str()),
+                state.early_stopping.as_ref().map_or(0, |e| e.bad_epochs)
+            ));
+            break;
+        }
+        if opts.stop.load(Ordering::SeqCst) && state.epoch < config.epochs {
+            progress.finish();
+            return Err(Error::Interrupted(dir));
+        }
     }
     progress.finish();
 
-    let test = match &sources.test {
-        Some(t) => Some(evaluate(&net, &eval_loader(t))?),
-        None => None,
-    };
-    let last = epochs.last();
-    let mut metrics = BTreeMap::new();
-    if let Some(l) = last {
-        metrics.insert("train_loss".to_string(), l.train_loss);
-        metrics.insert("train_accuracy".to_string(), l.train_accuracy);
-        if let Some(v) = l.val {
-            metrics.insert("val_loss".to_string(), v.loss);
-            metrics.insert("val_accuracy".to_string(), v.accuracy);
-        }
+    // The package holds the best epoch's weights: evaluate those on the test data.
+    let package_dir = out.join("package");
+    let best = Package::load(&package_dir, runtime.device)?;
+    let test = sources
+        .test
+        .as_ref()
+        .map(|t| evaluate(&best.network, &eval_loader(t), config.top_k, &labels))
+        .transpose()?;
+    let manifest = manifest_for(&config, &best.network, &sources, normalize, &state, test.as_ref());
+    let manifest = Package::save(&package_dir, manifest, &best.network)?;
+    if let Some(t) = &test {
+        atomic::write_file(
+            &out.join("confusion.svg"),
+            plot::confusion_svg(
+                &t.confusion,
+                &labels,
+                &format!("{}: test confusion matrix", config.name),
+            )
+            .as_bytes(),
+        )
+        .map_err(|e| Error::io(out.join("confusion.svg"), e))?;
     }
-    if let Some(t) = test {
-        metrics.insert("test_loss".to_string(), t.loss);
-        metrics.insert("test_accuracy".to_string(), t.accuracy);
+    let best_epoch = state.best.map_or(state.epochs.len(), |b| b.1);
+    log.write(&serde_json::json!({"kind": "test", "best_epoch": best_epoch, "test": test, "seconds": state.seconds}))?;
+    log.flush()?;
+    Ok(TrainReport {
+        out_dir: out.to_path_buf(),
+        package_dir,
+        epochs: state.epochs,
+        best_epoch,
+        test,
+        manifest,
+        seconds: state.seconds,
+        stopped_early,
+    })
+}
+
+fn write_plots(
+    out: &Path,
+    epochs: &[EpochReport],
+    val: Option<&EvalResult>,
+    labels: &[String],
+    name: &str,
+) -> Result<()> {
+    let curves = plot::curves_svg(epochs, name);
+    atomic::write_file(&out.join("curves.svg"), curves.as_bytes()).map_err(|e| Error::io(out.join("curves.svg"), e))?;
+    if let Some(v) = val {
+        let svg = plot::confusion_svg(
+            &v.confusion,
+            labels,
+            &format!("{name}: validation confusion matrix, last epoch"),
+        );
+        atomic::write_file(&out.join("confusion.svg"), svg.as_bytes())
+            .map_err(|e| Error::io(out.join("confusion.svg"), e))?;
     }
-    let seconds = started.elapsed().as_secs_f64();
+    Ok(())
+}
+
+fn manifest_for(
+    config: &TrainConfig,
+    net: &Network,
+    sources: &Sources,
+    normalize: Option<Normalize>,
+    state: &RunState,
+    test: Option<&EvalResult>,
+) -> Manifest {
     let mut manifest = Manifest::new(
         &config.name,
         config.version,
-        &net,
+        net,
         sources.classes.clone(),
         normalize,
         sources.image,
     );
+    let best_epoch = state.best.map_or(state.epochs.len(), |b| b.1);
+    let mut metrics = state
+        .epochs
+        .get(best_epoch.saturating_sub(1))
+        .map(EpochReport::metrics)
+        .unwrap_or_default();
+    metrics.insert("best_epoch".into(), best_epoch as f64);
+    if let Some(t) = test {
+        metrics.insert("test_loss".into(), t.loss);
+        metrics.insert("test_accuracy".into(), t.accuracy);
+        metrics.insert("test_top_k_accuracy".into(), t.top_k_accuracy);
+        metrics.insert("test_macro_f1".into(), t.macro_f1);
+    }
     manifest.training = Some(TrainingSummary {
         dataset: sources.description.clone(),
-        epochs: config.epochs,
+        epochs: state.epochs.len(),
         train_samples: sources.train.len(),
-        seconds,
+        seconds: state.seconds,
         metrics,
     });
-    let package_dir = out.join("package");
-    let manifest = Package::save(&package_dir, manifest, &net)?;
-    log.write(&serde_json::json!({"kind": "test", "test": test, "seconds": seconds}))?;
-    Ok(TrainReport {
-        out_dir: out.to_path_buf(),
-        package_dir,
-        epochs,
-        test,
-        manifest,
-        seconds,
-    })
+    manifest
 }
