@@ -6,4 +6,5 @@ mod util;
 
 mod cuda;
 mod errors;
+mod resume;
 mod train_eval_predict;

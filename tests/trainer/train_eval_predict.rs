@@ -27,14 +27,37 @@ fn train_writes_config_metrics_and_a_loadable_package() {
 
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 2, "one epoch line and one test line: {log}");
-    let epoch = &lines[0]["report"];
+    let kinds = |k: &str| lines.iter().filter(|l| l["kind"] == k).collect::<Vec<_>>();
+    // 3000 samples, 10% held out, batch 64: 43 steps, each logged with its learning rate.
+    let steps = kinds("step");
+    assert_eq!(steps.len(), 43, "{log}");
+    assert_eq!(steps[42]["step"], 43);
+    assert!(steps
+        .iter()
+        .all(|s| s["lr"].as_f64().unwrap() > 0.0 && s["loss"].as_f64().unwrap() > 0.0));
+    assert!(kinds("start")[0]["seconds_to_first_step"].as_f64().unwrap() > 0.0);
+    let epoch = kinds("epoch")[0];
     assert_eq!(epoch["epoch"], 1);
     assert!(epoch["train_loss"].as_f64().unwrap() > 0.0);
+    let val = &epoch["val"];
     assert!(
-        epoch["val"]["accuracy"].as_f64().unwrap() > 0.5,
+        val["accuracy"].as_f64().unwrap() > 0.5,
         "one epoch of an MLP beats chance by far"
     );
+    assert!(val["top_k_accuracy"].as_f64().unwrap() >= val["accuracy"].as_f64().unwrap());
+    assert_eq!(val["per_class"].as_array().unwrap().len(), 10);
+    let counts = val["confusion"]["counts"].as_array().unwrap();
+    let total: u64 = counts
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 300, "every validation sample is in the confusion matrix");
+    assert_eq!(kinds("test").len(), 1);
+    let curves = std::fs::read_to_string(out.join("curves.svg")).unwrap();
+    assert!(curves.starts_with("<svg") && curves.contains("polyline"));
+    let confusion = std::fs::read_to_string(out.join("confusion.svg")).unwrap();
+    assert!(confusion.starts_with("<svg") && confusion.contains("T-shirt/top"));
 
     let pkg = Package::load(out.join("package"), kiln_tensor::Device::Cpu).unwrap();
     let metrics = &pkg.manifest.training.as_ref().unwrap().metrics;

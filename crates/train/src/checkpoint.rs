@@ -161,7 +161,7 @@ pub fn restore_model(ckpt: &Checkpoint, net: &Network) -> Result<()> {
                 )));
             }
             let mut var = var;
-            let _ = var.f_copy_(src)?;
+            var.f_copy_(src)?;
         }
         Ok(())
     })

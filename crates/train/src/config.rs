@@ -320,13 +320,13 @@ impl TrainConfig {
         if o.accumulate == 0 {
             return bad("optimizer.accumulate must be at least 1".into());
         }
-        if o.clip_grad_norm.is_some_and(|c| !(c > 0.0)) {
+        if o.clip_grad_norm.is_some_and(|c| c.is_nan() || c <= 0.0) {
             return bad(format!(
                 "optimizer.clip_grad_norm {:?} must be positive",
                 o.clip_grad_norm
             ));
         }
-        if !(o.eps > 0.0) {
+        if o.eps.is_nan() || o.eps <= 0.0 {
             return bad(format!("optimizer.eps {} must be positive", o.eps));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
@@ -338,7 +338,7 @@ impl TrainConfig {
         crate::early_stop::Monitor::parse(&self.monitor)?;
         if let Some(es) = &self.early_stopping {
             crate::early_stop::Monitor::parse(&es.monitor)?;
-            if !(es.min_delta >= 0.0) {
+            if es.min_delta.is_nan() || es.min_delta < 0.0 {
                 return bad(format!(
                     "early_stopping.min_delta {} must be non-negative",
                     es.min_delta

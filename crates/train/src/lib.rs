@@ -1,16 +1,21 @@
 //! kiln's training loop.
 //!
 //! A [`TrainConfig`] (JSON or TOML, with `key=value` overrides) says what to train on
-//! what; [`train`] runs it: seeded data loading, forward, loss, backward and an optimizer
-//! step per batch, a validation pass each epoch, a progress bar, one JSON line per epoch in
-//! `metrics.jsonl`, and at the end a test pass and the model package. The resolved
-//! config is written next to the results, so a run can be rebuilt from its folder.
+//! what; [`train`] runs it: seeded data loading, forward, loss, backward and kiln's own
+//! [`Optimizer`] (its state is checkpointed), a learning-rate [`Schedule`], gradient
+//! clipping and accumulation, an evaluation each epoch (loss, accuracy, top-k, per-class
+//! precision/recall/F1, confusion matrix), the best epoch kept as the package, early
+//! stopping, checkpoints that [`resume`] continues exactly, a progress bar,
+//! `metrics.jsonl`, and SVG plots of the curves and the confusion matrix.
+//!
+//! libtorch's random generator is global to the process: run one training at a time
+//! per process for reproducible results.
 //!
 //! ```no_run
-//! use kiln_train::{train, TrainConfig};
+//! use kiln_train::{train, TrainConfig, TrainOptions};
 //! let mut config = TrainConfig::default();
 //! config.epochs = 2;
-//! let report = train(&config, "runs/example".as_ref())?;
+//! let report = train(&config, "runs/example".as_ref(), &TrainOptions::default())?;
 //! println!("test accuracy {:.4}", report.test.map(|t| t.accuracy).unwrap_or(f64::NAN));
 //! # Ok::<(), kiln_train::Error>(())
 //! ```

@@ -242,7 +242,9 @@ mod tests {
     /// A var store with one parameter `w` (initialised to `init`) whose gradient is `grad`.
     fn setup(cfg: &OptimizerConfig, init: &[f32], grad: &[f32]) -> (nn::VarStore, Optimizer) {
         let vs = nn::VarStore::new(Device::Cpu);
-        let w = vs.root().var_copy("w", &convert::tensor_from_f32(init, &[init.len() as i64]).unwrap());
+        let w = vs
+            .root()
+            .var_copy("w", &convert::tensor_from_f32(init, &[init.len() as i64]).unwrap());
         let opt = Optimizer::new(cfg, &vs).unwrap();
         backward(&w, grad);
         (vs, opt)
@@ -263,7 +265,12 @@ mod tests {
 
     #[test]
     fn sgd_with_momentum_and_weight_decay_follows_pytorch() {
-        let cfg = OptimizerConfig { kind: OptimizerKind::Sgd, momentum: 0.9, weight_decay: 0.1, ..Default::default() };
+        let cfg = OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            momentum: 0.9,
+            weight_decay: 0.1,
+            ..Default::default()
+        };
         let (vs, mut opt) = setup(&cfg, &[1.0, -2.0], &[0.5, 0.5]);
         opt.step(0.1).unwrap();
         // g = 0.5 + 0.1 * w = [0.6, 0.3]; buf = g; w -= 0.1 * buf
@@ -272,12 +279,19 @@ mod tests {
         backward(&vs.variables()["w"], &[0.5, 0.5]);
         opt.step(0.1).unwrap();
         // g = 0.5 + 0.1 * [0.94, -2.03] = [0.594, 0.297]; buf = 0.9 * [0.6, 0.3] + g = [1.134, 0.567]
-        assert!(close(&values(&vs), &[0.94 - 0.1134, -2.03 - 0.0567]), "{:?}", values(&vs));
+        assert!(
+            close(&values(&vs), &[0.94 - 0.1134, -2.03 - 0.0567]),
+            "{:?}",
+            values(&vs)
+        );
     }
 
     #[test]
     fn adam_first_step_moves_each_weight_by_the_learning_rate() {
-        let cfg = OptimizerConfig { kind: OptimizerKind::Adam, ..Default::default() };
+        let cfg = OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            ..Default::default()
+        };
         let (vs, mut opt) = setup(&cfg, &[1.0, 1.0], &[3.0, -0.01]);
         opt.step(0.01).unwrap();
         // Bias-corrected m / sqrt(v) is sign(g) on the first step.
@@ -289,7 +303,11 @@ mod tests {
         let cfg = OptimizerConfig {
             kind: OptimizerKind::Adamw,
             weight_decay: 0.5,
-            groups: vec![ParamGroup { pattern: "bias".into(), weight_decay: Some(0.0), lr_scale: Some(2.0) }],
+            groups: vec![ParamGroup {
+                pattern: "bias".into(),
+                weight_decay: Some(0.0),
+                lr_scale: Some(2.0),
+            }],
             ..Default::default()
         };
         let (vs, mut opt) = setup(&cfg, &[2.0], &[0.0]);
@@ -300,12 +318,19 @@ mod tests {
         let _ = vs2.root().sub("fc").zeros("bias", &[1]);
         let _ = vs2.root().sub("fc").zeros("weight", &[1]);
         let settings = Optimizer::new(&cfg, &vs2).unwrap().param_settings();
-        assert_eq!(settings, vec![("fc.bias".into(), 0.0, 2.0), ("fc.weight".into(), 0.5, 1.0)]);
+        assert_eq!(
+            settings,
+            vec![("fc.bias".into(), 0.0, 2.0), ("fc.weight".into(), 0.5, 1.0)]
+        );
     }
 
     #[test]
     fn clipping_scales_the_global_norm_down_and_leaves_small_gradients() {
-        let cfg = OptimizerConfig { kind: OptimizerKind::Sgd, momentum: 0.0, ..Default::default() };
+        let cfg = OptimizerConfig {
+            kind: OptimizerKind::Sgd,
+            momentum: 0.0,
+            ..Default::default()
+        };
         let (vs, mut opt) = setup(&cfg, &[0.0, 0.0], &[3.0, 4.0]);
         let norm = opt.clip_grad_norm(1.0).unwrap();
         assert!((norm - 5.0).abs() < 1e-6);
@@ -319,7 +344,10 @@ mod tests {
 
     #[test]
     fn state_round_trips_through_a_checkpoint() {
-        let cfg = OptimizerConfig { kind: OptimizerKind::Adam, ..Default::default() };
+        let cfg = OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            ..Default::default()
+        };
         let (_vs, mut opt) = setup(&cfg, &[1.0, 2.0], &[0.3, -0.7]);
         opt.step(0.01).unwrap();
         let saved: HashMap<String, Tensor> = opt.state_tensors().into_iter().collect();
@@ -327,10 +355,17 @@ mod tests {
         other.load_state(&saved, opt.steps()).unwrap();
         assert_eq!(other.steps(), 1);
         for (k, t) in other.state_tensors() {
-            assert_eq!(convert::tensor_to_f32(&t).unwrap(), convert::tensor_to_f32(&saved[&k]).unwrap());
+            assert_eq!(
+                convert::tensor_to_f32(&t).unwrap(),
+                convert::tensor_to_f32(&saved[&k]).unwrap()
+            );
         }
         let mut wrong: HashMap<String, Tensor> = saved.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
         wrong.insert("optim/w/0".into(), Tensor::zeros([3], (Kind::Float, Device::Cpu)));
-        assert!(other.load_state(&wrong, 1).unwrap_err().to_string().contains("shape [3]"));
+        assert!(other
+            .load_state(&wrong, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("shape [3]"));
     }
 }

@@ -4,6 +4,9 @@ use crate::{Confusion, EpochReport};
 use std::fmt::Write;
 
 const W: f64 = 900.0;
+
+/// A named, coloured line of (epoch, value) points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
 const H: f64 = 380.0;
 
 fn esc(s: &str) -> String {
@@ -11,7 +14,7 @@ fn esc(s: &str) -> String {
 }
 
 /// One line chart in the box (x0, y0, w, h) of `series` (name, colour, points by epoch).
-fn chart(svg: &mut String, x0: f64, y0: f64, w: f64, h: f64, title: &str, series: &[(&str, &str, Vec<(f64, f64)>)]) {
+fn chart(svg: &mut String, x0: f64, y0: f64, w: f64, h: f64, title: &str, series: &[Series]) {
     let pts: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.2.iter().copied())
