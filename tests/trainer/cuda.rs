@@ -15,8 +15,31 @@ fn a_cuda_build_sees_the_gpu_where_there_is_one() {
     );
     let device = kiln_tensor::DeviceChoice::Auto.resolve().unwrap();
     assert!(device.is_cuda());
-    // A real training step on the GPU.
+    // Real training on the GPU, in full precision and with bf16 autocast.
     let dir = tempfile::tempdir().unwrap();
-    let o = crate::util::quick_train(&dir.path().join("run"), &["--device", "cuda"]);
-    assert!(o.status.success(), "{}", crate::util::stderr(&o));
+    for (name, extra) in [
+        ("fp32", "mixed_precision=\"none\""),
+        ("bf16", "mixed_precision=\"bf16\""),
+    ] {
+        let out = dir.path().join(name);
+        let o = crate::util::quick_train(&out, &["--device", "cuda", "--set", extra]);
+        let err = crate::util::stderr(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(!err.contains("applies on CUDA only"), "{err}");
+        let pkg = kiln_package::Package::read_manifest(out.join("package")).unwrap();
+        let acc = pkg.training.unwrap().metrics["test_accuracy"];
+        assert!(acc > 0.6, "{name}: test accuracy {acc}");
+    }
+}
+
+#[test]
+fn bf16_on_the_cpu_falls_back_to_full_precision_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = crate::util::quick_train(
+        &dir.path().join("run"),
+        &["--device", "cpu", "--set", "mixed_precision=\"bf16\""],
+    );
+    let err = crate::util::stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("applies on CUDA only"), "{err}");
 }

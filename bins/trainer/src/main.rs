@@ -1,6 +1,9 @@
 //! kiln-train: the command-line trainer, thin glue over kiln-train.
 
-use clap::{Parser, Subcommand};
+mod cli;
+
+use clap::Parser;
+use cli::{Cli, Command};
 use kiln_data::Split;
 use kiln_package::Package;
 use kiln_tensor::{DeviceChoice, Runtime};
@@ -11,110 +14,6 @@ use kiln_train::{
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
-
-/// Train neural networks with libtorch and package them for serving.
-#[derive(Parser)]
-#[command(name = "kiln-train", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Train a model from a config file (JSON or TOML) and write its package.
-    Train(TrainArgs),
-    /// Continue an interrupted run from the newest intact checkpoint in its folder.
-    Resume(ResumeArgs),
-    /// Evaluate a package on a dataset split and print its metrics as JSON.
-    Eval(EvalArgs),
-    /// Predict the class of image (PNG/JPEG) or JSON input files with a package.
-    Predict(PredictArgs),
-}
-
-#[derive(clap::Args)]
-struct TrainArgs {
-    /// Config file (.json or .toml); without one, the defaults train a CNN on Fashion-MNIST.
-    #[arg(long, short, env = "KILN_CONFIG")]
-    config: Option<PathBuf>,
-    /// Run folder for config.json, metrics.jsonl and package/ [default: runs/<name>].
-    #[arg(long, short, env = "KILN_OUT")]
-    out: Option<PathBuf>,
-    /// Passes over the training data (overrides `epochs`).
-    #[arg(long, env = "KILN_EPOCHS")]
-    epochs: Option<usize>,
-    /// Samples per step (overrides `batch_size`).
-    #[arg(long, env = "KILN_BATCH_SIZE")]
-    batch_size: Option<usize>,
-    /// Learning rate (overrides `optimizer.lr`).
-    #[arg(long, env = "KILN_LR", allow_negative_numbers = true)]
-    lr: Option<f64>,
-    /// Seed of initialisation, data order and augmentation (overrides `seed`).
-    #[arg(long, env = "KILN_SEED")]
-    seed: Option<u64>,
-    /// `auto`, `cpu`, `cuda` or `cuda:N` (overrides `device`).
-    #[arg(long, env = "KILN_DEVICE")]
-    device: Option<String>,
-    /// libtorch threads, 0 for one per core (overrides `threads`).
-    #[arg(long, env = "KILN_THREADS")]
-    threads: Option<usize>,
-    /// Folder of the IDX files for fashion-mnist or mnist (overrides `data.dir`).
-    #[arg(long, env = "KILN_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Any other config value, as KEY=VALUE with a dotted key, e.g. `optimizer.kind=sgd`.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
-    /// Hide the progress bar (epoch lines are still printed).
-    #[arg(long, short, env = "KILN_QUIET")]
-    quiet: bool,
-}
-
-#[derive(clap::Args)]
-struct ResumeArgs {
-    /// The run folder (the --out of `kiln-train train`).
-    run: PathBuf,
-    /// Hide the progress bar (epoch lines are still printed).
-    #[arg(long, short, env = "KILN_QUIET")]
-    quiet: bool,
-}
-
-#[derive(clap::Args)]
-struct EvalArgs {
-    /// The package folder.
-    #[arg(long, short)]
-    package: PathBuf,
-    /// The dataset: fashion-mnist or mnist.
-    #[arg(long, default_value = "fashion-mnist")]
-    dataset: String,
-    /// Folder of the dataset's IDX files [default: where it is installed].
-    #[arg(long, env = "KILN_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// `test` or `train`.
-    #[arg(long, default_value = "test")]
-    split: String,
-    /// Samples per batch.
-    #[arg(long, default_value_t = 1000)]
-    batch_size: usize,
-    /// The k of the top-k accuracy.
-    #[arg(long, default_value_t = 5)]
-    top_k: usize,
-    /// `auto`, `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, env = "KILN_DEVICE", default_value = "auto")]
-    device: String,
-}
-
-#[derive(clap::Args)]
-struct PredictArgs {
-    /// The package folder.
-    #[arg(long, short)]
-    package: PathBuf,
-    /// How many classes to list per input.
-    #[arg(long, default_value_t = 3)]
-    top_k: usize,
-    /// Input files: .png, .jpg or .jpeg images, or .json arrays of numbers.
-    #[arg(required = true)]
-    files: Vec<PathBuf>,
-}
 
 fn cfg_err(e: impl std::fmt::Display) -> Error {
     Error::Config(e.to_string())
@@ -169,6 +68,16 @@ fn run(cli: Cli, started: Instant) -> Result<(), Error> {
             print_report(&train(&config, &out, &options(a.quiet, started)?)?);
         }
         Command::Resume(a) => print_report(&resume(&a.run, &options(a.quiet, started)?)?),
+        Command::Plot(a) => {
+            let config = TrainConfig::load(Some(&a.run.join("config.json")), &[])?;
+            let labels = Package::read_manifest(a.run.join("package"))?.output.labels;
+            kiln_train::plot::redraw(&a.run, &labels, &config.name)?;
+            println!(
+                "{}\n{}",
+                a.run.join("curves.svg").display(),
+                a.run.join("confusion.svg").display()
+            );
+        }
         Command::Eval(a) => {
             let device: DeviceChoice = a.device.parse().map_err(cfg_err)?;
             let runtime = Runtime::init(device, 0, 0)?;

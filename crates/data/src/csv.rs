@@ -162,6 +162,9 @@ impl Dataset for CsvDataset {
         check_read(self.len(), 0, index, &[])?;
         Ok(self.labels[index])
     }
+    fn is_in_memory(&self) -> bool {
+        true
+    }
     fn read_into(&self, index: usize, out: &mut [f32]) -> Result<()> {
         check_read(self.len(), self.sample_len(), index, out)?;
         let w = self.shape[0];

@@ -33,6 +33,12 @@ pub trait Dataset: Send + Sync {
     fn sample_len(&self) -> usize {
         self.sample_shape().iter().product()
     }
+
+    /// Whether reading a sample is a memory copy (true) or real work such as decoding a
+    /// file (false, the default). The loader decodes in parallel only when it pays.
+    fn is_in_memory(&self) -> bool {
+        false
+    }
 }
 
 /// Checks the arguments of `read_into` so that every reader reports misuse the same way.
@@ -66,6 +72,9 @@ impl<D: Dataset + ?Sized> Dataset for Arc<D> {
     }
     fn read_into(&self, index: usize, out: &mut [f32]) -> Result<()> {
         (**self).read_into(index, out)
+    }
+    fn is_in_memory(&self) -> bool {
+        (**self).is_in_memory()
     }
 }
 
@@ -117,5 +126,8 @@ impl Dataset for Subset {
     fn read_into(&self, index: usize, out: &mut [f32]) -> Result<()> {
         check_read(self.len(), self.sample_len(), index, out)?;
         self.inner.read_into(self.indices[index], out)
+    }
+    fn is_in_memory(&self) -> bool {
+        self.inner.is_in_memory()
     }
 }

@@ -140,6 +140,9 @@ impl Dataset for IdxDataset {
         check_read(self.len(), 0, index, &[])?;
         Ok(self.labels[index] as i64)
     }
+    fn is_in_memory(&self) -> bool {
+        true
+    }
     fn read_into(&self, index: usize, out: &mut [f32]) -> Result<()> {
         check_read(self.len(), self.sample_len(), index, out)?;
         let n = out.len();

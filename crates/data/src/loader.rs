@@ -7,6 +7,9 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+/// Batches of at least this many values are augmented in parallel.
+const PARALLEL_AUGMENT_VALUES: usize = 1 << 18;
+
 /// How a [`DataLoader`] batches and transforms samples.
 #[derive(Clone, Debug)]
 pub struct LoaderConfig {
@@ -170,23 +173,34 @@ impl DataLoader {
         let shape = data.sample_shape();
         let mut inputs = vec![0f32; indices.len() * n];
         let mut labels = vec![0i64; indices.len()];
-        inputs
-            .par_chunks_mut(n.max(1))
-            .zip(labels.par_iter_mut())
-            .zip(indices.par_iter())
-            .with_min_len(16)
-            .try_for_each_init(Vec::new, |scratch, ((out, label), &i)| -> Result<()> {
-                data.read_into(i, out)?;
-                *label = data.label(i)?;
-                if !cfg.augment.is_identity() {
-                    let mut rng = SplitMix64::for_stream(cfg.seed, &[epoch, i as u64, 0xA06]);
-                    cfg.augment.apply(out, shape, &mut rng, scratch);
-                }
-                if let Some(norm) = &cfg.normalize {
-                    norm.apply(out);
-                }
-                Ok(())
-            })?;
+        let one = |scratch: &mut Vec<f32>, ((out, label), &i): ((&mut [f32], &mut i64), &usize)| -> Result<()> {
+            data.read_into(i, out)?;
+            *label = data.label(i)?;
+            if !cfg.augment.is_identity() {
+                let mut rng = SplitMix64::for_stream(cfg.seed, &[epoch, i as u64, 0xA06]);
+                cfg.augment.apply(out, shape, &mut rng, scratch);
+            }
+            if let Some(norm) = &cfg.normalize {
+                norm.apply(out);
+            }
+            Ok(())
+        };
+        // Copying in-memory samples is cheaper than waking the thread pool (whose threads
+        // would also compete with libtorch's for the cores); decoding files is not.
+        let heavy = !data.is_in_memory() || (!cfg.augment.is_identity() && inputs.len() >= PARALLEL_AUGMENT_VALUES);
+        if heavy {
+            inputs
+                .par_chunks_mut(n.max(1))
+                .zip(labels.par_iter_mut())
+                .zip(indices.par_iter())
+                .with_min_len(4)
+                .try_for_each_init(Vec::new, one)?;
+        } else {
+            let mut scratch = Vec::new();
+            for item in inputs.chunks_mut(n.max(1)).zip(labels.iter_mut()).zip(indices.iter()) {
+                one(&mut scratch, item)?;
+            }
+        }
         let mut dims = vec![indices.len() as i64];
         dims.extend(shape.iter().map(|&d| d as i64));
         Ok(Batch {

@@ -28,7 +28,7 @@ mod evaluate;
 mod metrics;
 mod metrics_log;
 mod optim;
-mod plot;
+pub mod plot;
 mod predict;
 mod progress;
 mod schedule;

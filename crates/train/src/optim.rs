@@ -32,6 +32,9 @@ struct Param {
     lr_scale: f64,
     /// SGD: `[momentum_buffer]` once the first step made it; Adam(W): `[exp_avg, exp_avg_sq]`.
     state: Vec<Tensor>,
+    /// Work space the size of the parameter, so that a step allocates nothing: at these
+    /// sizes an allocation is an mmap and page faults, which cost more than the arithmetic.
+    scratch: Vec<Tensor>,
 }
 
 /// An optimizer over the trainable parameters of a var store.
@@ -55,7 +58,9 @@ impl Optimizer {
                     vec![var.f_zeros_like()?.f_detach()?, var.f_zeros_like()?.f_detach()?]
                 }
             };
+            let scratch = vec![var.f_zeros_like()?.f_detach()?, var.f_zeros_like()?.f_detach()?];
             params.push(Param {
+                scratch,
                 weight_decay: group.and_then(|g| g.weight_decay).unwrap_or(cfg.weight_decay),
                 lr_scale: group.and_then(|g| g.lr_scale).unwrap_or(1.0),
                 name,
@@ -160,8 +165,12 @@ impl Optimizer {
                     }
                     OptimizerKind::Adam | OptimizerKind::Adamw => {
                         let (b1, b2) = cfg.betas;
+                        let [s0, s1] = p.scratch.as_mut_slice() else { continue };
                         let g = if cfg.kind == OptimizerKind::Adam && p.weight_decay != 0.0 {
-                            grad.f_add(&var.f_mul_scalar(p.weight_decay)?)?
+                            let _ = s0.f_copy_(&var)?;
+                            let _ = s0.f_mul_scalar_(p.weight_decay)?;
+                            let _ = s0.f_add_(&grad)?;
+                            s0.shallow_clone()
                         } else {
                             grad
                         };
@@ -172,14 +181,21 @@ impl Optimizer {
                             return Err(Error::Config(format!("optimizer state of {} is missing", p.name)));
                         };
                         let _ = m.f_lerp_(&g, 1.0 - b1)?;
+                        // v = b2 * v + (1 - b2) * g^2, with g^2 in scratch[1]
                         let _ = v.f_mul_scalar_(b2)?;
-                        let _ = v.f_add_(&g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?)?;
+                        let _ = g.f_mul_out(s1, &g)?;
+                        let _ = s1.f_mul_scalar_(1.0 - b2)?;
+                        let _ = v.f_add_(s1)?;
                         let bc1 = 1.0 - b1.powi(t);
                         let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
-                        let mut denom = v.f_sqrt()?;
-                        let _ = denom.f_div_scalar_(bc2_sqrt)?;
-                        let _ = denom.f_add_scalar_(cfg.eps)?;
-                        let _ = var.f_sub_(&m.f_div(&denom)?.f_mul_scalar(lr / bc1)?)?;
+                        // denom = sqrt(v) / sqrt(bc2) + eps, in scratch[1]
+                        let _ = v.f_sqrt_out(s1)?;
+                        let _ = s1.f_div_scalar_(bc2_sqrt)?;
+                        let _ = s1.f_add_scalar_(cfg.eps)?;
+                        // w -= lr / bc1 * m / denom, through scratch[0] (g is no longer needed)
+                        let _ = m.f_div_out(s0, s1)?;
+                        let _ = s0.f_mul_scalar_(lr / bc1)?;
+                        let _ = var.f_sub_(s0)?;
                     }
                 }
             }

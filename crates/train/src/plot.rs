@@ -14,7 +14,7 @@ fn esc(s: &str) -> String {
 }
 
 /// One line chart in the box (x0, y0, w, h) of `series` (name, colour, points by epoch).
-fn chart(svg: &mut String, x0: f64, y0: f64, w: f64, h: f64, title: &str, series: &[Series]) {
+fn chart(svg: &mut String, x0: f64, y0: f64, w: f64, h: f64, title: &str, series: &[Series], legend_low: bool) {
     let pts: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.2.iter().copied())
@@ -88,7 +88,20 @@ fn chart(svg: &mut String, x0: f64, y0: f64, w: f64, h: f64, title: &str, series
             let (cx, cy) = p.split_once(',').unwrap_or(("0", "0"));
             let _ = write!(svg, r#"<circle cx="{cx}" cy="{cy}" r="2.5" fill="{colour}"/>"#);
         }
-        let ly = t + 16.0 + 16.0 * i as f64;
+        let ly = if legend_low {
+            b - 16.0 * (series.len() - i) as f64
+        } else {
+            t + 16.0 + 16.0 * i as f64
+        };
+        if i == 0 {
+            let top = ly - 12.0;
+            let _ = write!(
+                svg,
+                r#"<rect x="{}" y="{top}" width="118" height="{}" fill="white" fill-opacity="0.85"/>"#,
+                r - 124.0,
+                16.0 * series.len() as f64 + 4.0
+            );
+        }
         let _ = write!(
             svg,
             r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"/><text x="{}" y="{}" font-size="12">{}</text>"#,
@@ -130,6 +143,7 @@ pub fn curves_svg(epochs: &[EpochReport], title: &str) -> String {
             ("train", tr, pick(&|e| Some(e.train_loss))),
             ("validation", va, pick(&|e| e.val.as_ref().map(|v| v.loss))),
         ],
+        false,
     );
     chart(
         &mut svg,
@@ -142,6 +156,7 @@ pub fn curves_svg(epochs: &[EpochReport], title: &str) -> String {
             ("train", tr, pick(&|e| Some(e.train_accuracy))),
             ("validation", va, pick(&|e| e.val.as_ref().map(|v| v.accuracy))),
         ],
+        true,
     );
     svg.push_str("</svg>\n");
     svg
@@ -211,4 +226,44 @@ pub fn confusion_svg(confusion: &Confusion, labels: &[String], title: &str) -> S
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// Redraws `curves.svg` and `confusion.svg` of a run folder from its `metrics.jsonl`
+/// (the confusion matrix of the test record, else of the last epoch's validation).
+pub fn redraw(run: &std::path::Path, labels: &[String], name: &str) -> crate::Result<()> {
+    let path = run.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
+    let mut epochs = Vec::new();
+    let mut confusion = None;
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        match v["kind"].as_str() {
+            Some("epoch") => {
+                if let Ok(e) = serde_json::from_value::<EpochReport>(v) {
+                    confusion = e
+                        .val
+                        .as_ref()
+                        .map(|v| (v.confusion.clone(), "validation confusion matrix, last epoch"));
+                    epochs.push(e);
+                }
+            }
+            Some("test") => {
+                if let Ok(c) = serde_json::from_value::<Confusion>(v["test"]["confusion"].clone()) {
+                    confusion = Some((c, "test confusion matrix"));
+                }
+            }
+            _ => {}
+        }
+    }
+    let write = |file: &str, svg: String| {
+        kiln_package::atomic::write_file(&run.join(file), svg.as_bytes())
+            .map_err(|e| crate::Error::io(run.join(file), e))
+    };
+    write("curves.svg", curves_svg(&epochs, name))?;
+    if let Some((c, what)) = confusion {
+        write("confusion.svg", confusion_svg(&c, labels, &format!("{name}: {what}")))?;
+    }
+    Ok(())
 }

@@ -274,7 +274,11 @@ fn run(
             }
             .f_to_kind(Kind::Float)?;
             let loss = cross_entropy(&logits, &labels_dev, config.label_smoothing)?;
-            loss.f_div_scalar(group_len as f64)?.f_backward()?;
+            if group_len > 1 {
+                loss.f_div_scalar(group_len as f64)?.f_backward()?;
+            } else {
+                loss.f_backward()?;
+            }
             let loss_value = loss.f_double_value(&[])?;
             if !loss_value.is_finite() {
                 return Err(Error::Diverged(format!(
@@ -304,7 +308,14 @@ fn run(
             let rate = epoch_samples as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
             if !first_step_logged {
                 first_step_logged = true;
-                log.write(&serde_json::json!({"kind": "start", "seconds_to_first_step": opts.started.elapsed().as_secs_f64()}))?;
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                log.write(&serde_json::json!({
+                    "kind": "start",
+                    "seconds_to_first_step": opts.started.elapsed().as_secs_f64(),
+                    "first_step_unix_time": unix,
+                }))?;
             }
             if state.optimizer_steps % config.log_every_steps as u64 == 0 {
                 log.write(&serde_json::json!({

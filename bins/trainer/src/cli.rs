@@ -1,0 +1,116 @@
+//! The command line of kiln-train: subcommands and flags, each explained in `--help`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Train neural networks with libtorch and package them for serving.
+#[derive(Parser)]
+#[command(name = "kiln-train", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train a model from a config file (JSON or TOML) and write its package.
+    Train(TrainArgs),
+    /// Continue an interrupted run from the newest intact checkpoint in its folder.
+    Resume(ResumeArgs),
+    /// Redraw a run folder's curves.svg and confusion.svg from its metrics.jsonl.
+    Plot(PlotArgs),
+    /// Evaluate a package on a dataset split and print its metrics as JSON.
+    Eval(EvalArgs),
+    /// Predict the class of image (PNG/JPEG) or JSON input files with a package.
+    Predict(PredictArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Config file (.json or .toml); without one, the defaults train a CNN on Fashion-MNIST.
+    #[arg(long, short, env = "KILN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Run folder for config.json, metrics.jsonl and package/ [default: runs/<name>].
+    #[arg(long, short, env = "KILN_OUT")]
+    pub out: Option<PathBuf>,
+    /// Passes over the training data (overrides `epochs`).
+    #[arg(long, env = "KILN_EPOCHS")]
+    pub epochs: Option<usize>,
+    /// Samples per step (overrides `batch_size`).
+    #[arg(long, env = "KILN_BATCH_SIZE")]
+    pub batch_size: Option<usize>,
+    /// Learning rate (overrides `optimizer.lr`).
+    #[arg(long, env = "KILN_LR", allow_negative_numbers = true)]
+    pub lr: Option<f64>,
+    /// Seed of initialisation, data order and augmentation (overrides `seed`).
+    #[arg(long, env = "KILN_SEED")]
+    pub seed: Option<u64>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N` (overrides `device`).
+    #[arg(long, env = "KILN_DEVICE")]
+    pub device: Option<String>,
+    /// libtorch threads, 0 for one per core (overrides `threads`).
+    #[arg(long, env = "KILN_THREADS")]
+    pub threads: Option<usize>,
+    /// Folder of the IDX files for fashion-mnist or mnist (overrides `data.dir`).
+    #[arg(long, env = "KILN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Any other config value, as KEY=VALUE with a dotted key, e.g. `optimizer.kind=sgd`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Hide the progress bar (epoch lines are still printed).
+    #[arg(long, short, env = "KILN_QUIET")]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ResumeArgs {
+    /// The run folder (the --out of `kiln-train train`).
+    pub run: PathBuf,
+    /// Hide the progress bar (epoch lines are still printed).
+    #[arg(long, short, env = "KILN_QUIET")]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// The package folder.
+    #[arg(long, short)]
+    pub package: PathBuf,
+    /// The dataset: fashion-mnist or mnist.
+    #[arg(long, default_value = "fashion-mnist")]
+    pub dataset: String,
+    /// Folder of the dataset's IDX files [default: where it is installed].
+    #[arg(long, env = "KILN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `test` or `train`.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// The k of the top-k accuracy.
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, env = "KILN_DEVICE", default_value = "auto")]
+    pub device: String,
+}
+
+#[derive(clap::Args)]
+pub struct PredictArgs {
+    /// The package folder.
+    #[arg(long, short)]
+    pub package: PathBuf,
+    /// How many classes to list per input.
+    #[arg(long, default_value_t = 3)]
+    pub top_k: usize,
+    /// Input files: .png, .jpg or .jpeg images, or .json arrays of numbers.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct PlotArgs {
+    /// The run folder.
+    pub run: PathBuf,
+}
