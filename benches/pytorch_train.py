@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ARCH = {
-    "mlp": dict(batch=64, epochs=2, opt="sgd", lr=0.01),
+    "mlp": dict(batch=64, epochs=5, opt="sgd", lr=0.01),
     "cnn": dict(batch=128, epochs=1, opt="adam", lr=0.001),
 }
 

@@ -37,6 +37,9 @@ pub enum Error {
     /// The tensor layer failed.
     #[error(transparent)]
     Tensor(#[from] kiln_tensor::Error),
+    /// libtorch failed.
+    #[error("libtorch: {0}")]
+    Torch(#[from] kiln_tensor::tch::TchError),
 }
 
 impl Error {

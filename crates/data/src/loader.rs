@@ -4,7 +4,7 @@ use crate::{permutation, Augment, Dataset, Error, Normalize, Result, SplitMix64}
 use kiln_tensor::{convert, Tensor};
 use rayon::prelude::*;
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Batches of at least this many values are augmented in parallel.
@@ -71,7 +71,18 @@ impl Batch {
 pub struct DataLoader {
     data: Arc<dyn Dataset>,
     config: Arc<LoaderConfig>,
+    /// The whole prepared dataset as tensors, for in-memory data without augmentation.
+    cache: Arc<Mutex<Option<Arc<Mutex<Cached>>>>>,
 }
+
+/// Every sample, prepared (normalised), as `[N, ...shape]` inputs and `[N]` labels.
+struct Cached {
+    inputs: Tensor,
+    labels: Tensor,
+}
+
+/// Datasets up to this many values are prepared once and kept as one tensor.
+const CACHE_MAX_VALUES: usize = 1 << 28;
 
 impl DataLoader {
     /// A loader over `data`.
@@ -79,7 +90,33 @@ impl DataLoader {
         DataLoader {
             data,
             config: Arc::new(config),
+            cache: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Whether batches come from a prepared copy of the whole dataset: in-memory data
+    /// without augmentation, up to 2^28 values. A batch is then one `index_select` on the
+    /// training thread, as an in-memory PyTorch loop would do, and holds exactly the values
+    /// the general path would build.
+    pub fn is_cached(&self) -> bool {
+        self.data.is_in_memory()
+            && self.config.augment.is_identity()
+            && self.data.len().saturating_mul(self.data.sample_len()) <= CACHE_MAX_VALUES
+    }
+
+    fn cached(&self) -> Result<Arc<Mutex<Cached>>> {
+        let mut slot = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let all: Vec<usize> = (0..self.data.len()).collect();
+        let batch = self.build(&all, 0)?;
+        let c = Arc::new(Mutex::new(Cached {
+            inputs: batch.inputs,
+            labels: batch.labels,
+        }));
+        *slot = Some(c.clone());
+        Ok(c)
     }
 
     /// The dataset.
@@ -126,6 +163,21 @@ impl DataLoader {
         }
         let chunks: Vec<Vec<usize>> = chunks.into_iter().skip(first).collect();
         let remaining = chunks.len();
+        if self.is_cached() {
+            return match self.cached() {
+                Ok(cache) => EpochIter {
+                    source: Source::Cached {
+                        cache,
+                        chunks: chunks.into_iter(),
+                    },
+                    remaining,
+                },
+                Err(e) => EpochIter {
+                    source: Source::Failed(Some(e)),
+                    remaining: 1,
+                },
+            };
+        }
         if self.config.prefetch == 0 {
             return EpochIter {
                 source: Source::Inline {
@@ -212,6 +264,10 @@ impl DataLoader {
 }
 
 enum Source {
+    Cached {
+        cache: Arc<Mutex<Cached>>,
+        chunks: std::vec::IntoIter<Vec<usize>>,
+    },
     Inline {
         loader: DataLoader,
         chunks: std::vec::IntoIter<Vec<usize>>,
@@ -242,6 +298,16 @@ impl Iterator for EpochIter {
 
     fn next(&mut self) -> Option<Result<Batch>> {
         let item = match &mut self.source {
+            Source::Cached { cache, chunks } => chunks.next().map(|c| {
+                let cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+                let idx =
+                    convert::tensor_from_i64(&c.iter().map(|&i| i as i64).collect::<Vec<_>>(), &[c.len() as i64])?;
+                Ok(Batch {
+                    inputs: cache.inputs.f_index_select(0, &idx)?,
+                    labels: cache.labels.f_index_select(0, &idx)?,
+                    indices: c,
+                })
+            }),
             Source::Inline { loader, chunks, epoch } => chunks.next().map(|c| loader.build(&c, *epoch)),
             Source::Thread { rx, .. } => rx.recv().ok(),
             Source::Failed(e) => e.take().map(Err),

@@ -167,7 +167,7 @@ impl Optimizer {
                         let (b1, b2) = cfg.betas;
                         let [s0, s1] = p.scratch.as_mut_slice() else { continue };
                         let g = if cfg.kind == OptimizerKind::Adam && p.weight_decay != 0.0 {
-                            let _ = s0.f_copy_(&var)?;
+                            s0.f_copy_(&var)?;
                             let _ = s0.f_mul_scalar_(p.weight_decay)?;
                             let _ = s0.f_add_(&grad)?;
                             s0.shallow_clone()

@@ -14,6 +14,7 @@ fn esc(s: &str) -> String {
 }
 
 /// One line chart in the box (x0, y0, w, h) of `series` (name, colour, points by epoch).
+#[allow(clippy::too_many_arguments)] // a box, a title, the lines and where the legend goes
 fn chart(svg: &mut String, x0: f64, y0: f64, w: f64, h: f64, title: &str, series: &[Series], legend_low: bool) {
     let pts: Vec<(f64, f64)> = series
         .iter()
