@@ -6,5 +6,6 @@ mod util;
 
 mod cuda;
 mod errors;
+mod own_data;
 mod resume;
 mod train_eval_predict;

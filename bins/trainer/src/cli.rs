@@ -76,7 +76,11 @@ pub struct EvalArgs {
     /// The package folder.
     #[arg(long, short)]
     pub package: PathBuf,
-    /// The dataset: fashion-mnist or mnist.
+    /// A training config (.json/.toml, e.g. a run's config.json) whose `data` section names
+    /// the data, for CSV or image-folder data; without it, `--dataset` is used.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// The dataset when no --config is given: fashion-mnist or mnist.
     #[arg(long, default_value = "fashion-mnist")]
     pub dataset: String,
     /// Folder of the dataset's IDX files [default: where it is installed].

@@ -82,14 +82,16 @@ fn run(cli: Cli, started: Instant) -> Result<(), Error> {
             let device: DeviceChoice = a.device.parse().map_err(cfg_err)?;
             let runtime = Runtime::init(device, 0, 0)?;
             let package = Package::load(&a.package, runtime.device)?;
-            let dataset: DatasetKind = serde_json::from_value(a.dataset.clone().into())
-                .map_err(|_| cfg_err(format!("--dataset {:?}: expected fashion-mnist or mnist", a.dataset)))?;
             let split: Split = serde_json::from_value(a.split.clone().into())
                 .map_err(|_| cfg_err(format!("--split {:?}: expected test or train", a.split)))?;
-            let data_cfg = kiln_train::DataConfig {
-                dataset,
-                dir: a.data_dir,
-                ..Default::default()
+            let data_cfg = match &a.config {
+                Some(path) => TrainConfig::load(Some(path), &[])?.data,
+                None => kiln_train::DataConfig {
+                    dataset: serde_json::from_value::<DatasetKind>(a.dataset.clone().into())
+                        .map_err(|_| cfg_err(format!("--dataset {:?}: expected fashion-mnist or mnist", a.dataset)))?,
+                    dir: a.data_dir,
+                    ..Default::default()
+                },
             };
             let data = open_split(&data_cfg, split)?.ok_or_else(|| cfg_err("the dataset has no such split"))?;
             let result = evaluate_package(&package, data, a.batch_size, a.top_k)?;
