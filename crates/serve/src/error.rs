@@ -1,0 +1,59 @@
+//! The error type of kiln-serve, which is also its HTTP error answer: each kind maps to a
+//! status code and a `{"error": "..."}` body.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+
+/// Everything a request or the server's start can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or does not fit the model (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is over the size limit (413).
+    #[error("the request body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    /// No such model or version (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The model's queue is full (429, with Retry-After).
+    #[error("model {0} is at capacity; retry shortly")]
+    Overloaded(String),
+    /// The answer did not come in time (504).
+    #[error("the request was not answered within {0} ms")]
+    Timeout(u128),
+    /// The model is loaded but cannot answer now (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A package failed to load.
+    #[error(transparent)]
+    Package(#[from] kiln_package::Error),
+    /// Anything else (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The result type of kiln-serve.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Package(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut r = HttpResponse::build(self.status_code());
+        if let Error::Overloaded(_) = self {
+            r.insert_header((header::RETRY_AFTER, "1"));
+        }
+        r.json(serde_json::json!({ "error": self.to_string() }))
+    }
+}

@@ -1,0 +1,19 @@
+//! kiln's model server.
+//!
+//! A model repository (`<repo>/<model>/<version>/` holding kiln packages) is loaded into
+//! model instances, each on its own OS thread (libtorch tensors are not `Sync`, and grad
+//! mode is per thread), fed by a bounded queue. Requests queued together run as one batch
+//! ([`worker`]); a full queue answers 429 at once. The HTTP layer ([`routes`]) speaks the
+//! KServe v2 / Open Inference Protocol and the classic recipe's `POST /predict`.
+
+mod config;
+mod error;
+mod repository;
+pub mod routes;
+mod state;
+pub mod worker;
+
+pub use config::ServeConfig;
+pub use error::{Error, Result};
+pub use repository::{scan, ModelVersionDir};
+pub use state::{AppState, Model};

@@ -1,0 +1,32 @@
+//! The HTTP endpoints, mounted with [`configure`].
+
+mod classic;
+mod tensor;
+mod v2;
+
+use crate::{AppState, Error};
+use actix_web::{error::JsonPayloadError, web};
+
+/// Mounts every endpoint, with JSON bodies limited to the configured size and every
+/// body error answered as `{"error": ...}`.
+pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        let limit = state.config.body_limit;
+        let json = web::JsonConfig::default().limit(limit).error_handler(move |e, _| {
+            match e {
+                JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                    Error::TooLarge(limit)
+                }
+                JsonPayloadError::ContentType => {
+                    Error::BadRequest("expected a JSON body with Content-Type: application/json".into())
+                }
+                other => Error::BadRequest(format!("malformed JSON body: {other}")),
+            }
+            .into()
+        });
+        cfg.app_data(web::Data::new(state))
+            .app_data(json)
+            .configure(v2::configure)
+            .configure(classic::configure);
+    }
+}

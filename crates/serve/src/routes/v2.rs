@@ -1,0 +1,188 @@
+//! The KServe v2 / Open Inference Protocol endpoints.
+
+use super::tensor::{flatten, numel};
+use crate::{AppState, Error, Model, Result};
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v2", web::get().to(server_metadata))
+        .route("/v2/health/live", web::get().to(live))
+        .route("/v2/health/ready", web::get().to(ready))
+        .route("/v2/models/{name}", web::get().to(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", web::get().to(model_metadata))
+        .route("/v2/models/{name}/ready", web::get().to(model_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", web::get().to(model_ready))
+        .route("/v2/models/{name}/infer", web::post().to(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", web::post().to(infer));
+}
+
+#[derive(Deserialize)]
+struct ModelPath {
+    name: String,
+    version: Option<String>,
+}
+
+async fn server_metadata() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"name": "kiln", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
+}
+
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"live": true}))
+}
+
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let ready = !state.names().is_empty();
+    let body = json!({"ready": ready});
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+fn tensor_meta(name: &str, datatype: impl std::fmt::Display, shape: &[i64]) -> Value {
+    json!({"name": name, "datatype": datatype.to_string(), "shape": shape})
+}
+
+fn outputs_meta(m: &Model) -> Vec<Value> {
+    let classes = m.manifest.model.classes();
+    vec![
+        tensor_meta("probabilities", "FP32", &[-1, classes]),
+        tensor_meta("class", "INT64", &[-1]),
+    ]
+}
+
+async fn model_metadata(state: web::Data<AppState>, path: web::Path<ModelPath>) -> Result<HttpResponse> {
+    let m = state.get(&path.name, path.version.as_deref())?;
+    let versions: Vec<String> = state.versions(&m.name).iter().map(u64::to_string).collect();
+    let input = &m.manifest.input;
+    Ok(HttpResponse::Ok().json(json!({
+        "name": m.name,
+        "versions": versions,
+        "platform": "kiln",
+        "inputs": [tensor_meta(&input.name, input.dtype, &input.shape)],
+        "outputs": outputs_meta(&m),
+        "parameters": {"labels": m.manifest.output.labels},
+    })))
+}
+
+async fn model_ready(state: web::Data<AppState>, path: web::Path<ModelPath>) -> Result<HttpResponse> {
+    let m = state.get(&path.name, path.version.as_deref())?;
+    Ok(HttpResponse::Ok().json(json!({"name": m.name, "ready": true})))
+}
+
+#[derive(Deserialize)]
+struct InferInput {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    data: Value,
+}
+
+#[derive(Deserialize)]
+struct RequestedOutput {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    inputs: Vec<InferInput>,
+    #[serde(default)]
+    outputs: Option<Vec<RequestedOutput>>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    parameters: Option<Value>,
+}
+
+async fn infer(
+    state: web::Data<AppState>,
+    path: web::Path<ModelPath>,
+    body: web::Json<InferRequest>,
+) -> Result<HttpResponse> {
+    let m = state.get(&path.name, path.version.as_deref())?;
+    let req = body.into_inner();
+    let [input] = req.inputs.as_slice() else {
+        return Err(Error::BadRequest(format!(
+            "model {} takes exactly one input, got {}",
+            m.name,
+            req.inputs.len()
+        )));
+    };
+    if input.name != m.manifest.input.name {
+        return Err(Error::BadRequest(format!(
+            "unknown input {:?}; the model's input is {:?}",
+            input.name, m.manifest.input.name
+        )));
+    }
+    let want = m.manifest.model.input();
+    let sample: Vec<i64> = if input.shape.len() == want.len() + 1 {
+        input.shape[1..].to_vec()
+    } else {
+        Vec::new()
+    };
+    if sample != want {
+        return Err(Error::BadRequest(format!(
+            "input shape {:?} does not match the model's {:?}",
+            input.shape, m.manifest.input.shape
+        )));
+    }
+    let values = flatten(&input.data, &input.datatype)?;
+    let expected = numel(&input.shape)?;
+    if values.len() != expected {
+        return Err(Error::BadRequest(format!(
+            "input data has {} elements, its shape {:?} needs {expected}",
+            values.len(),
+            input.shape
+        )));
+    }
+    let per = m.manifest.sample_len().max(1);
+    let samples = values
+        .chunks(per)
+        .map(|c| {
+            m.manifest
+                .prepare_values(c.to_vec())
+                .map_err(|e| Error::BadRequest(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let batch = samples.len() as i64;
+    let probs = state.infer(&m, samples).await?;
+    let classes = m.manifest.model.classes();
+    let wanted: Vec<String> = match &req.outputs {
+        Some(o) if !o.is_empty() => o.iter().map(|o| o.name.clone()).collect(),
+        _ => vec!["probabilities".into(), "class".into()],
+    };
+    let mut outputs = Vec::new();
+    for name in &wanted {
+        match name.as_str() {
+            "probabilities" => outputs.push(json!({
+                "name": "probabilities", "datatype": "FP32", "shape": [batch, classes],
+                "data": probs.iter().flatten().collect::<Vec<_>>(),
+            })),
+            "class" => outputs.push(json!({
+                "name": "class", "datatype": "INT64", "shape": [batch],
+                "data": probs.iter().map(|p| argmax(p)).collect::<Vec<_>>(),
+            })),
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "unknown output {other:?}; the model gives \"probabilities\" and \"class\""
+                )))
+            }
+        }
+    }
+    let mut resp = json!({"model_name": m.name, "model_version": m.version.to_string(), "outputs": outputs});
+    if let Some(id) = req.id {
+        resp["id"] = id.into();
+    }
+    Ok(HttpResponse::Ok().json(resp))
+}
+
+pub(super) fn argmax(p: &[f32]) -> usize {
+    p.iter()
+        .enumerate()
+        .fold(0, |best, (i, v)| if *v > p[best] { i } else { best })
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the `kiln-serve` binary: a real process on a free port, a model
+//! repository holding a really trained package, real HTTP requests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod util;
+
+mod errors;
+mod protocol;

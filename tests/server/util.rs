@@ -1,0 +1,175 @@
+//! A trained package, a model repository, and a running `kiln-serve`.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A package trained once per test process (an MLP on 3,000 Fashion-MNIST images).
+pub fn trained_package() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let sets: Vec<String> = [
+            "model={arch=\"mlp\", hidden=[64]}",
+            "data.limit_train=3000",
+            "data.limit_test=200",
+            "epochs=2",
+            "threads=1",
+            "name=\"fashion\"",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let config = kiln_train::TrainConfig::load(None, &sets).unwrap();
+        let opts = kiln_train::TrainOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let report = kiln_train::train(&config, &dir.path().join("run"), &opts).unwrap();
+        let pkg = report.package_dir.clone();
+        (dir, pkg)
+    })
+    .1
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// A repository with `fashion` versions 1 and 2 (the same package twice).
+pub fn repository() -> tempfile::TempDir {
+    let repo = tempfile::tempdir().unwrap();
+    for v in ["1", "2"] {
+        copy_dir(trained_package(), &repo.path().join("fashion").join(v));
+    }
+    repo
+}
+
+/// A running server, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    _repo: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `kiln-serve` on a free port over a fresh repository, with extra flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let repo = repository();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bind = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_kiln-serve"))
+            .args(["--model-repository", repo.path().to_str().unwrap(), "--bind", &bind])
+            .args(extra)
+            .env_remove("LD_LIBRARY_PATH")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            url: format!("http://{bind}"),
+            _repo: repo,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((200, _)) = server.try_get("/v2/health/ready") {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "kiln-serve did not become ready in 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into()
+    }
+
+    fn try_get(&self, path: &str) -> Result<(u16, String), ureq::Error> {
+        let mut r = Self::agent().get(&format!("{}{path}", self.url)).call()?;
+        Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+    }
+
+    /// GET: status and JSON body.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let (s, b) = self.try_get(path).unwrap();
+        (s, serde_json::from_str(&b).unwrap_or(Value::String(b)))
+    }
+
+    /// POST a raw body with a content type: status, headers' Retry-After, JSON body.
+    pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Option<String>, Value) {
+        let mut r = Self::agent()
+            .post(&format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .send(&body[..])
+            .unwrap();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = r.body_mut().read_to_string().unwrap();
+        (
+            r.status().as_u16(),
+            retry,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// POST JSON: status and JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (s, _, v) = self.post_raw(path, "application/json", serde_json::to_vec(body).unwrap());
+        (s, v)
+    }
+
+    /// Whether the server still answers its health checks.
+    pub fn healthy(&self) -> bool {
+        self.get("/v2/health/live").0 == 200 && self.get("/v2/health/ready").0 == 200
+    }
+}
+
+/// The first `n` Fashion-MNIST test images as values in 0..1, and their labels.
+pub fn test_images(n: usize) -> Vec<(Vec<f32>, i64)> {
+    use kiln_data::Dataset;
+    let test = kiln_data::KnownDataset::FashionMnist
+        .load(None, kiln_data::Split::Test)
+        .unwrap();
+    (0..n)
+        .map(|i| {
+            let mut v = vec![0f32; 784];
+            test.read_into(i, &mut v).unwrap();
+            (v, test.label(i).unwrap())
+        })
+        .collect()
+}
+
+/// The v2 request for `images` as one batch.
+pub fn v2_request(images: &[Vec<f32>]) -> Value {
+    let data: Vec<f32> = images.concat();
+    serde_json::json!({
+        "id": "req-1",
+        "inputs": [{"name": "input", "shape": [images.len(), 1, 28, 28], "datatype": "FP32", "data": data}]
+    })
+}
