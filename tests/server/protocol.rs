@@ -84,9 +84,17 @@ fn v2_infer_and_predict_give_the_package_answers() {
     assert_eq!(r2["class"], r["class"]);
 }
 
+/// Sum of a metric's samples whose labels contain `filter`.
+fn metric(text: &str, name: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[test]
-fn concurrent_clients_each_get_their_own_answer() {
-    let s = Server::start(&["--max-delay-ms", "5"]);
+fn concurrent_clients_each_get_their_own_answer_and_are_batched() {
+    let s = Server::start(&["--max-delay-ms", "20"]);
     let images = test_images(32);
     let single: Vec<serde_json::Value> = images
         .iter()
@@ -118,4 +126,22 @@ fn concurrent_clients_each_get_their_own_answer() {
             assert!(diff < 1e-5, "a client got another client's answer (max diff {diff})");
         }
     });
+    let (status, text) = s.get("/metrics");
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap().to_string();
+    // 32 single requests, then 32 concurrent ones: fewer batches than requests means
+    // requests were run together.
+    let batches = metric(&text, "kiln_batch_size_count", "model=\"fashion\",version=\"2\"");
+    let samples = metric(&text, "kiln_batch_size_sum", "model=\"fashion\",version=\"2\"");
+    assert_eq!(samples, 64.0, "{text}");
+    assert!(
+        batches < 64.0,
+        "no batch held more than one request: {batches} batches for 64 requests"
+    );
+    let ok = metric(&text, "kiln_requests_total", "endpoint=\"infer\",status=\"200\"");
+    assert_eq!(ok, 64.0, "{text}");
+    assert!(metric(&text, "kiln_request_duration_seconds_count", "endpoint=\"infer\"") >= 64.0);
+    assert_eq!(metric(&text, "kiln_models_loaded", ""), 2.0);
+    assert!(text.contains("kiln_queue_depth{model=\"fashion\",version=\"1\"} 0"));
+    assert!(metric(&text, "kiln_compute_duration_seconds_count", "version=\"2\"") >= 1.0);
 }

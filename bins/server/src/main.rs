@@ -67,11 +67,14 @@ async fn main() -> ExitCode {
         eprintln!("kiln-serve: serving {name} versions {:?}", state.versions(&name));
     }
     let app_state = state.clone();
-    let server =
-        actix_web::HttpServer::new(move || actix_web::App::new().configure(routes::configure(app_state.clone())))
-            .workers(a.http_workers.max(1))
-            .shutdown_timeout(10)
-            .bind(&bind);
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .wrap(actix_web::middleware::from_fn(routes::record))
+            .configure(routes::configure(app_state.clone()))
+    })
+    .workers(a.http_workers.max(1))
+    .shutdown_timeout(10)
+    .bind(&bind);
     let server = match server {
         Ok(s) => s,
         Err(e) => {

@@ -8,6 +8,7 @@
 
 mod config;
 mod error;
+pub mod metrics;
 mod repository;
 pub mod routes;
 mod state;

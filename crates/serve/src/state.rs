@@ -1,5 +1,6 @@
 //! `AppState`: the loaded models, shared by every request handler.
 
+use crate::metrics::Metrics;
 use crate::worker::{Job, Worker};
 use crate::{scan, Error, Result, ServeConfig};
 use kiln_package::Manifest;
@@ -25,6 +26,8 @@ pub struct AppState {
     models: Arc<BTreeMap<String, BTreeMap<u64, Arc<Model>>>>,
     /// The configuration.
     pub config: Arc<ServeConfig>,
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -33,6 +36,7 @@ impl AppState {
     pub fn load(config: ServeConfig) -> Result<(AppState, Vec<String>)> {
         let (dirs, mut warnings) = scan(&config.repository)?;
         let mut models: BTreeMap<String, BTreeMap<u64, Arc<Model>>> = BTreeMap::new();
+        let metrics = Arc::new(Metrics::default());
         for d in dirs {
             match Worker::spawn(&d.dir, &config, format!("{}-{}", d.name, d.version)) {
                 Ok((worker, manifest)) => {
@@ -44,16 +48,31 @@ impl AppState {
                     };
                     models.entry(d.name).or_default().insert(d.version, Arc::new(m));
                 }
-                Err(e) => warnings.push(format!("model {} version {} failed to load: {e}", d.name, d.version)),
+                Err(e) => {
+                    metrics.failed_loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    warnings.push(format!("model {} version {} failed to load: {e}", d.name, d.version))
+                }
             }
         }
         Ok((
             AppState {
                 models: Arc::new(models),
                 config: Arc::new(config),
+                metrics,
             },
             warnings,
         ))
+    }
+
+    /// The Prometheus text of every metric.
+    pub fn render_metrics(&self) -> String {
+        let instances: Vec<(String, u64, &crate::metrics::InstanceMetrics)> = self
+            .models
+            .values()
+            .flat_map(|vs| vs.values())
+            .map(|m| (m.name.clone(), m.version, &*m.worker.metrics))
+            .collect();
+        self.metrics.render(&instances)
     }
 
     /// Names of the served models.
@@ -108,7 +127,14 @@ impl AppState {
     /// Runs model-ready samples through `model`, batched with other requests.
     pub async fn infer(&self, model: &Model, samples: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
         let (tx, rx) = oneshot::channel();
-        model.worker.submit(Job { samples, reply: tx }, &model.name)?;
+        model.worker.submit(
+            Job {
+                queued: std::time::Instant::now(),
+                samples,
+                reply: tx,
+            },
+            &model.name,
+        )?;
         match tokio::time::timeout(self.config.request_timeout, rx).await {
             Ok(Ok(Ok(p))) => Ok(p),
             Ok(Ok(Err(e))) => Err(Error::Internal(e)),

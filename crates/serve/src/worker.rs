@@ -1,11 +1,12 @@
 //! A model instance: its own OS thread holding the loaded model, fed by a bounded queue,
 //! running whatever requests are queued together as one batch.
 
+use crate::metrics::InstanceMetrics;
 use crate::{Error, Result, ServeConfig};
 use kiln_package::{Manifest, Package};
 use kiln_tensor::Device;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,32 +14,19 @@ use tokio::sync::oneshot;
 
 /// One request's samples (model-ready values) and where its answer goes.
 pub struct Job {
+    /// When it was queued.
+    pub queued: Instant,
     /// Model-ready samples, each the model's input size.
     pub samples: Vec<Vec<f32>>,
     /// Receives the class probabilities of each sample, or an error message.
     pub reply: oneshot::Sender<std::result::Result<Vec<Vec<f32>>, String>>,
 }
 
-/// Counters of what an instance has run.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Batches run.
-    pub batches: AtomicU64,
-    /// Samples run.
-    pub samples: AtomicU64,
-    /// Requests run.
-    pub requests: AtomicU64,
-    /// The largest batch run, in samples.
-    pub max_batch: AtomicU64,
-    /// Requests dropped because their client had gone.
-    pub cancelled: AtomicU64,
-}
-
 /// The sending side of a model instance.
 pub struct Worker {
     tx: SyncSender<Job>,
-    /// What the instance has run.
-    pub stats: Arc<Stats>,
+    /// What the instance has measured.
+    pub metrics: Arc<InstanceMetrics>,
 }
 
 impl Worker {
@@ -47,8 +35,8 @@ impl Worker {
     pub fn spawn(dir: &Path, cfg: &ServeConfig, label: String) -> Result<(Worker, Manifest)> {
         let (tx, rx) = sync_channel::<Job>(cfg.queue_capacity.max(1));
         let (ready_tx, ready_rx) = sync_channel::<Result<Manifest>>(1);
-        let stats = Arc::new(Stats::default());
-        let (dir, cfg, thread_stats) = (dir.to_path_buf(), cfg.clone(), stats.clone());
+        let metrics = Arc::new(InstanceMetrics::default());
+        let (dir, cfg, thread_metrics) = (dir.to_path_buf(), cfg.clone(), metrics.clone());
         std::thread::Builder::new()
             .name(format!("kiln-model-{label}"))
             .spawn(move || {
@@ -63,25 +51,33 @@ impl Worker {
                     }
                 };
                 let _ = ready_tx.send(Ok(package.manifest.clone()));
-                serve_loop(&package, &rx, &cfg, &thread_stats);
+                serve_loop(&package, &rx, &cfg, &thread_metrics);
             })
             .map_err(|e| Error::Internal(format!("cannot start a model thread: {e}")))?;
         let manifest = ready_rx
             .recv()
             .map_err(|_| Error::Internal("the model thread died while loading".into()))??;
-        Ok((Worker { tx, stats }, manifest))
+        Ok((Worker { tx, metrics }, manifest))
     }
 
     /// Queues `job`; a full queue is [`Error::Overloaded`] at once.
     pub fn submit(&self, job: Job, model: &str) -> Result<()> {
-        self.tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => Error::Overloaded(model.to_string()),
-            TrySendError::Disconnected(_) => Error::Unavailable(format!("model {model} is not running")),
+        self.metrics.depth.fetch_add(1, Ordering::Relaxed);
+        self.tx.try_send(job).map_err(|e| {
+            self.metrics.depth.fetch_sub(1, Ordering::Relaxed);
+            match e {
+                TrySendError::Full(_) => Error::Overloaded(model.to_string()),
+                TrySendError::Disconnected(_) => Error::Unavailable(format!("model {model} is not running")),
+            }
         })
     }
 }
 
-fn serve_loop(package: &Package, rx: &std::sync::mpsc::Receiver<Job>, cfg: &ServeConfig, stats: &Stats) {
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn serve_loop(package: &Package, rx: &std::sync::mpsc::Receiver<Job>, cfg: &ServeConfig, metrics: &InstanceMetrics) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         let mut n = jobs[0].samples.len();
@@ -107,18 +103,24 @@ fn serve_loop(package: &Package, rx: &std::sync::mpsc::Receiver<Job>, cfg: &Serv
                 Err(_) => break,
             }
         }
+        metrics.depth.fetch_sub(jobs.len() as u64, Ordering::Relaxed);
         // A request whose client has gone is dropped without running.
         let (live, gone): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| !j.reply.is_closed());
-        stats.cancelled.fetch_add(gone.len() as u64, Ordering::Relaxed);
+        metrics.cancelled.fetch_add(gone.len() as u64, Ordering::Relaxed);
         if live.is_empty() {
             continue;
         }
+        let start = Instant::now();
+        {
+            let mut q = lock(&metrics.queue);
+            for j in &live {
+                q.observe(start.duration_since(j.queued).as_secs_f64());
+            }
+        }
         let samples: Vec<Vec<f32>> = live.iter().flat_map(|j| j.samples.iter().cloned()).collect();
         let result = package.probabilities(&samples).map_err(|e| e.to_string());
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.samples.fetch_add(samples.len() as u64, Ordering::Relaxed);
-        stats.requests.fetch_add(live.len() as u64, Ordering::Relaxed);
-        stats.max_batch.fetch_max(samples.len() as u64, Ordering::Relaxed);
+        lock(&metrics.compute).observe(start.elapsed().as_secs_f64());
+        lock(&metrics.batch).observe(samples.len() as f64);
         match result {
             Ok(mut probs) => {
                 for job in live {

@@ -1,8 +1,11 @@
 //! The HTTP endpoints, mounted with [`configure`].
 
 mod classic;
+mod observe;
 mod tensor;
 mod v2;
+
+pub use observe::record;
 
 use crate::{AppState, Error};
 use actix_web::{error::JsonPayloadError, web};
@@ -27,6 +30,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(state))
             .app_data(json)
             .configure(v2::configure)
-            .configure(classic::configure);
+            .configure(classic::configure)
+            .configure(observe::configure);
     }
 }

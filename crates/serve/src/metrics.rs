@@ -1,0 +1,210 @@
+//! Prometheus metrics: requests by model, version, endpoint and status; latency, queue and
+//! compute time and batch size as histograms; queue depth; models loaded; failed loads.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Bucket bounds for durations, in seconds.
+pub const SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Bucket bounds for batch sizes.
+pub const BATCH: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// A Prometheus histogram.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    /// An empty histogram over `bounds`.
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Records one value.
+    pub fn observe(&mut self, v: f64) {
+        for (b, c) in self.bounds.iter().zip(&mut self.counts) {
+            if v <= *b {
+                *c += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+/// Per model instance: what its thread measured.
+#[derive(Debug)]
+pub struct InstanceMetrics {
+    /// Seconds requests waited in the queue.
+    pub queue: Mutex<Histogram>,
+    /// Seconds each batch took to run.
+    pub compute: Mutex<Histogram>,
+    /// Samples per batch.
+    pub batch: Mutex<Histogram>,
+    /// Requests in the queue now.
+    pub depth: AtomicU64,
+    /// Requests dropped because their client had gone.
+    pub cancelled: AtomicU64,
+}
+
+impl Default for InstanceMetrics {
+    fn default() -> Self {
+        InstanceMetrics {
+            queue: Mutex::new(Histogram::new(SECONDS)),
+            compute: Mutex::new(Histogram::new(SECONDS)),
+            batch: Mutex::new(Histogram::new(BATCH)),
+            depth: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Server-wide request metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, String, u16), u64>>,
+    latency: Mutex<BTreeMap<(String, String), Histogram>>,
+    /// Model versions that failed to load.
+    pub failed_loads: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Escapes a label value.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Records a finished request.
+    pub fn observe(&self, model: &str, version: &str, endpoint: &str, status: u16, latency: Duration) {
+        let key = (model.to_string(), version.to_string(), endpoint.to_string(), status);
+        *lock(&self.requests).entry(key).or_insert(0) += 1;
+        lock(&self.latency)
+            .entry((model.to_string(), endpoint.to_string()))
+            .or_insert_with(|| Histogram::new(SECONDS))
+            .observe(latency.as_secs_f64());
+    }
+
+    /// The Prometheus text of the request metrics and of `instances` (model, version, metrics).
+    pub fn render(&self, instances: &[(String, u64, &InstanceMetrics)]) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP kiln_requests_total Requests answered, by model, version, endpoint and status.\n# TYPE kiln_requests_total counter\n");
+        for ((m, v, e, s), n) in lock(&self.requests).iter() {
+            let _ = writeln!(
+                out,
+                "kiln_requests_total{{model=\"{}\",version=\"{}\",endpoint=\"{}\",status=\"{s}\"}} {n}",
+                esc(m),
+                esc(v),
+                esc(e)
+            );
+        }
+        out.push_str(
+            "# HELP kiln_request_duration_seconds Request latency.\n# TYPE kiln_request_duration_seconds histogram\n",
+        );
+        for ((m, e), h) in lock(&self.latency).iter() {
+            h.render(
+                &mut out,
+                "kiln_request_duration_seconds",
+                &format!("model=\"{}\",endpoint=\"{}\"", esc(m), esc(e)),
+            );
+        }
+        let sections: [(&str, &str, &str, fn(&InstanceMetrics) -> &Mutex<Histogram>); 3] = [
+            (
+                "kiln_queue_duration_seconds",
+                "Time requests waited in a model's queue.",
+                "histogram",
+                |i| &i.queue,
+            ),
+            (
+                "kiln_compute_duration_seconds",
+                "Time a batch took to run.",
+                "histogram",
+                |i| &i.compute,
+            ),
+            ("kiln_batch_size", "Samples per batch run.", "histogram", |i| &i.batch),
+        ];
+        for (name, help, kind, get) in sections {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (m, v, i) in instances {
+                lock(get(i)).render(&mut out, name, &format!("model=\"{}\",version=\"{v}\"", esc(m)));
+            }
+        }
+        out.push_str("# HELP kiln_queue_depth Requests waiting in a model's queue.\n# TYPE kiln_queue_depth gauge\n");
+        for (m, v, i) in instances {
+            let _ = writeln!(
+                out,
+                "kiln_queue_depth{{model=\"{}\",version=\"{v}\"}} {}",
+                esc(m),
+                i.depth.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP kiln_cancelled_total Requests dropped unrun because their client had gone.\n# TYPE kiln_cancelled_total counter\n");
+        for (m, v, i) in instances {
+            let _ = writeln!(
+                out,
+                "kiln_cancelled_total{{model=\"{}\",version=\"{v}\"}} {}",
+                esc(m),
+                i.cancelled.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP kiln_models_loaded Model versions being served.\n# TYPE kiln_models_loaded gauge\nkiln_models_loaded {}", instances.len());
+        let _ = writeln!(
+            out,
+            "# HELP kiln_model_load_failures_total Model versions that failed to load.\n# TYPE kiln_model_load_failures_total counter\nkiln_model_load_failures_total {}",
+            self.failed_loads.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_render_in_prometheus_format() {
+        let mut h = Histogram::new(BATCH);
+        for v in [1.0, 3.0, 3.0, 300.0] {
+            h.observe(v);
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x", "m=\"a\"");
+        assert!(out.contains("x_bucket{m=\"a\",le=\"1\"} 1\n"));
+        assert!(out.contains("x_bucket{m=\"a\",le=\"4\"} 3\n"));
+        assert!(out.contains("x_bucket{m=\"a\",le=\"256\"} 3\n"));
+        assert!(out.contains("x_bucket{m=\"a\",le=\"+Inf\"} 4\n"));
+        assert!(out.contains("x_sum{m=\"a\"} 307\n"));
+    }
+}
