@@ -6,4 +6,5 @@
 mod util;
 
 mod errors;
+mod images;
 mod protocol;

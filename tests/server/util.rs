@@ -144,6 +144,16 @@ impl Server {
         (s, v)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, once the process has ended.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// Whether the server still answers its health checks.
     pub fn healthy(&self) -> bool {
         self.get("/v2/health/live").0 == 200 && self.get("/v2/health/ready").0 == 200

@@ -88,6 +88,14 @@ impl Default for InstanceMetrics {
     }
 }
 
+/// A histogram metric of the model instances: name, help, type and where it lives.
+type Section = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&InstanceMetrics) -> &Mutex<Histogram>,
+);
+
 /// Server-wide request metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -140,7 +148,7 @@ impl Metrics {
                 &format!("model=\"{}\",endpoint=\"{}\"", esc(m), esc(e)),
             );
         }
-        let sections: [(&str, &str, &str, fn(&InstanceMetrics) -> &Mutex<Histogram>); 3] = [
+        let sections: [Section; 3] = [
             (
                 "kiln_queue_duration_seconds",
                 "Time requests waited in a model's queue.",

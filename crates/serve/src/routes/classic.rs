@@ -1,9 +1,15 @@
-//! The classic recipe's endpoint: `POST /predict` with `{"image": [...]}`.
+//! The classic recipe's endpoint, `POST /predict`: `{"image": [...]}` (784 numbers or
+//! 28x28, pixels scaled to 0..1), `{"image_base64": "..."}` (a PNG or JPEG), or the PNG or
+//! JPEG itself as the body (`Content-Type: image/png` or `image/jpeg`). The answer is the
+//! class, its label, the probabilities and the top-k classes.
 
 use super::tensor::flatten;
 use super::v2::argmax;
 use crate::{AppState, Error, Result};
-use actix_web::{web, HttpResponse};
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use base64::Engine;
+use futures_util::StreamExt;
+use kiln_package::top_k;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -12,34 +18,93 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PredictRequest {
-    /// The image's pixels scaled to 0..1, flat (784 numbers) or nested (28x28).
-    image: Value,
+    /// The image's pixels scaled to 0..1, flat or nested.
+    #[serde(default)]
+    image: Option<Value>,
+    /// A PNG or JPEG, base64-encoded.
+    #[serde(default)]
+    image_base64: Option<String>,
     /// Which model, when several are served.
     #[serde(default)]
     model: Option<String>,
+    /// How many classes to list in `top`.
+    #[serde(default)]
+    top_k: Option<usize>,
 }
 
 #[derive(Deserialize)]
 struct PredictQuery {
     model: Option<String>,
+    top_k: Option<usize>,
+}
+
+/// Reads the body up to the configured limit (413 beyond).
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Error::BadRequest(format!("cannot read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(Error::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+enum Input {
+    Values(Value),
+    Encoded(Vec<u8>),
 }
 
 async fn predict(
     state: web::Data<AppState>,
+    req: HttpRequest,
     query: web::Query<PredictQuery>,
-    body: web::Json<PredictRequest>,
+    payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let req = body.into_inner();
-    let m = match req.model.or_else(|| query.into_inner().model) {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let body = read_body(payload, state.config.body_limit).await?;
+    let query = query.into_inner();
+    let (input, model, k) = if content_type.starts_with("image/png") || content_type.starts_with("image/jpeg") {
+        (Input::Encoded(body), query.model, query.top_k)
+    } else if content_type.starts_with("application/json") {
+        let r: PredictRequest =
+            serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("malformed JSON body: {e}")))?;
+        let input = match (r.image, r.image_base64) {
+            (Some(v), None) => Input::Values(v),
+            (None, Some(b64)) => Input::Encoded(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| Error::BadRequest(format!("image_base64 is not valid base64: {e}")))?,
+            ),
+            _ => {
+                return Err(Error::BadRequest(
+                    "give exactly one of \"image\" (pixel values) and \"image_base64\"".into(),
+                ))
+            }
+        };
+        (input, r.model.or(query.model), r.top_k.or(query.top_k))
+    } else {
+        return Err(Error::BadRequest(format!(
+            "Content-Type {content_type:?} is not accepted; expected application/json, image/png or image/jpeg"
+        )));
+    };
+    let m = match model {
         Some(name) => state.get(&name, None)?,
         None => state.only()?,
     };
-    let values = flatten(&req.image, "FP64")?;
-    let sample = m
-        .manifest
-        .prepare_values(values)
-        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let sample = match input {
+        Input::Values(v) => m.manifest.prepare_values(flatten(&v, "FP64")?),
+        Input::Encoded(bytes) => m.manifest.prepare_image(&bytes, "the request's image"),
+    }
+    .map_err(|e| Error::BadRequest(e.to_string()))?;
     let probs = state.infer(&m, vec![sample]).await?;
     let p = probs
         .into_iter()
@@ -48,8 +113,10 @@ async fn predict(
     let class = argmax(&p);
     Ok(HttpResponse::Ok().json(json!({
         "model": m.name,
+        "model_version": m.version.to_string(),
         "class": class,
         "label": m.manifest.output.labels.get(class),
         "probabilities": p,
+        "top": top_k(&p, k.unwrap_or(3).max(1), &m.manifest.output.labels),
     })))
 }
