@@ -145,3 +145,41 @@ fn concurrent_clients_each_get_their_own_answer_and_are_batched() {
     assert!(text.contains("kiln_queue_depth{model=\"fashion\",version=\"1\"} 0"));
     assert!(metric(&text, "kiln_compute_duration_seconds_count", "version=\"2\"") >= 1.0);
 }
+
+#[test]
+fn tf_serving_rest_predict_and_status() {
+    let s = Server::start(&[]);
+    let images = test_images(3);
+    let rows: Vec<Vec<f32>> = images.iter().map(|(v, _)| v.clone()).collect();
+    let (status, v2) = s.post("/v2/models/fashion/infer", &v2_request(&rows));
+    assert_eq!(status, 200);
+    let want: Vec<f64> = v2["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let flat = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+            .collect()
+    };
+    let (status, r) = s.post("/v1/models/fashion:predict", &json!({"instances": rows}));
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(flat(&r["predictions"]), want);
+    let (status, r) = s.post(
+        "/v1/models/fashion/versions/1:predict",
+        &json!({"inputs": {"input": rows}}),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(flat(&r["outputs"]), want);
+    let (status, r) = s.post("/v1/models/fashion:classify", &json!({"instances": rows}));
+    assert_eq!(status, 404, "{r}");
+    let (status, r) = s.get("/v1/models/fashion");
+    assert_eq!(status, 200);
+    assert_eq!(r["model_version_status"].as_array().unwrap().len(), 2);
+    assert_eq!(r["model_version_status"][0]["state"], "AVAILABLE");
+    assert_eq!(s.get("/v1/models/nope").0, 404);
+}

@@ -3,6 +3,7 @@
 mod classic;
 mod observe;
 mod tensor;
+mod tfserving;
 mod v2;
 
 pub use observe::record;
@@ -31,6 +32,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .app_data(json)
             .configure(v2::configure)
             .configure(classic::configure)
-            .configure(observe::configure);
+            .configure(observe::configure)
+            .configure(tfserving::configure);
     }
 }

@@ -1,0 +1,114 @@
+//! The TensorFlow Serving REST API: `POST /v1/models/{name}[/versions/{v}]:predict` with
+//! `instances` (row form) or `inputs` (columnar form), and `GET /v1/models/{name}` status.
+
+use super::tensor::flatten;
+use crate::{AppState, Error, Result};
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    // TF Serving puts the verb after a colon in the last segment: `{name}:predict`.
+    cfg.route("/v1/models/{name}", web::get().to(status))
+        .route("/v1/models/{name}", web::post().to(predict))
+        .route("/v1/models/{name}/versions/{version}", web::post().to(predict_version));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictRequest {
+    #[serde(default)]
+    instances: Option<Vec<Value>>,
+    #[serde(default)]
+    inputs: Option<Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    signature_name: Option<String>,
+}
+
+fn split_verb(segment: &str) -> Result<&str> {
+    match segment.rsplit_once(':') {
+        Some((name, "predict")) => Ok(name),
+        Some((_, verb)) => Err(Error::NotFound(format!(
+            "unknown verb :{verb}; this server answers :predict"
+        ))),
+        None => Err(Error::NotFound(format!(
+            "POST /v1/models/{segment} needs a verb, e.g. /v1/models/{segment}:predict"
+        ))),
+    }
+}
+
+async fn status(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
+    let versions = state.versions(&name);
+    if versions.is_empty() {
+        state.get(&name, None)?;
+    }
+    let list: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"version": v.to_string(), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "model_version_status": list })))
+}
+
+async fn predict(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<PredictRequest>,
+) -> Result<HttpResponse> {
+    let name = split_verb(&path)?.to_string();
+    run(state, &name, None, body.into_inner()).await
+}
+
+async fn predict_version(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<PredictRequest>,
+) -> Result<HttpResponse> {
+    let (name, segment) = path.into_inner();
+    let version = split_verb(&segment)?.to_string();
+    run(state, &name, Some(&version), body.into_inner()).await
+}
+
+async fn run(
+    state: web::Data<AppState>,
+    name: &str,
+    version: Option<&str>,
+    req: PredictRequest,
+) -> Result<HttpResponse> {
+    let m = state.get(name, version)?;
+    let (rows, columnar) = match (req.instances, req.inputs) {
+        (Some(rows), None) => (rows, false),
+        (None, Some(Value::Array(rows))) => (rows, true),
+        (None, Some(Value::Object(map))) => match map.into_iter().next() {
+            Some((_, Value::Array(rows))) => (rows, true),
+            _ => return Err(Error::BadRequest("\"inputs\" must hold a list of samples".into())),
+        },
+        _ => {
+            return Err(Error::BadRequest(
+                "give exactly one of \"instances\" (row form) and \"inputs\" (columnar form)".into(),
+            ))
+        }
+    };
+    if rows.is_empty() {
+        return Err(Error::BadRequest("no samples given".into()));
+    }
+    let samples = rows
+        .iter()
+        .map(|r| {
+            // A row may be the sample itself or {"input": sample}.
+            let v = match r {
+                Value::Object(o) => o.get(&m.manifest.input.name).cloned().unwrap_or(Value::Null),
+                other => other.clone(),
+            };
+            m.manifest
+                .prepare_values(flatten(&v, "FP64")?)
+                .map_err(|e| Error::BadRequest(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let probs = state.infer(&m, samples).await?;
+    Ok(HttpResponse::Ok().json(if columnar {
+        json!({"outputs": probs})
+    } else {
+        json!({"predictions": probs})
+    }))
+}
