@@ -64,12 +64,24 @@ fn v2_infer_and_predict_give_the_package_answers() {
     let nested: Vec<Vec<f32>> = pixels[0].chunks(28).map(<[f32]>::to_vec).collect();
     let req = json!({
         "inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [[nested]]}],
-        "outputs": [{"name": "class"}]
+        "outputs": [{"name": "class"}, {"name": "logits"}]
     });
     let (status, r) = s.post("/v2/models/fashion/versions/1/infer", &req);
     assert_eq!(status, 200, "{r}");
-    assert_eq!(r["outputs"].as_array().unwrap().len(), 1);
+    assert_eq!(r["outputs"].as_array().unwrap().len(), 2);
     assert_eq!(r["outputs"][0]["data"][0], classes[0]);
+    let logits: Vec<f32> = r["outputs"][1]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(r["outputs"][1]["shape"], json!([1, 10]));
+    let from_logits = kiln_package::softmax(&logits);
+    assert!(
+        from_logits.iter().zip(&want[0]).all(|(a, b)| (a - b).abs() < 1e-5),
+        "logits are the softmax's input"
+    );
     assert_eq!(r["model_version"], "1");
     assert!(r.get("id").is_none());
 

@@ -70,6 +70,14 @@ impl Manifest {
     }
 }
 
+/// Softmax of one row of logits, computed stably (the maximum is subtracted first).
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    exp.iter().map(|e| e / sum).collect()
+}
+
 /// The `k` most probable classes of `probabilities`, most probable first.
 pub fn top_k(probabilities: &[f32], k: usize, labels: &[String]) -> Vec<ClassScore> {
     let mut order: Vec<usize> = (0..probabilities.len()).collect();
@@ -89,6 +97,11 @@ impl Package {
     /// Class probabilities `[B][classes]` for model-ready samples (see
     /// [`Manifest::prepare_values`] and [`Manifest::prepare_image`]), run as one batch.
     pub fn probabilities(&self, samples: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.logits(samples)?.iter().map(|l| softmax(l)).collect())
+    }
+
+    /// Logits `[B][classes]` for model-ready samples, run as one batch.
+    pub fn logits(&self, samples: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
         let n = self.manifest.sample_len();
         if let Some(bad) = samples.iter().position(|s| s.len() != n) {
             return Err(invalid(format!(
@@ -103,8 +116,8 @@ impl Package {
         let mut shape = vec![samples.len() as i64];
         shape.extend_from_slice(self.model_input());
         let x = convert::tensor_from_f32(&flat, &shape)?.f_to_device(self.network.device())?;
-        let probs = self.network.infer(&x)?.f_softmax(-1, Kind::Float)?;
-        let values = convert::tensor_to_f32(&probs)?;
+        let logits = self.network.infer(&x)?.f_to_kind(Kind::Float)?;
+        let values = convert::tensor_to_f32(&logits)?;
         let classes = self.manifest.model.classes() as usize;
         Ok(values.chunks(classes.max(1)).map(<[f32]>::to_vec).collect())
     }

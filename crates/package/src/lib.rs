@@ -28,7 +28,7 @@ mod manifest;
 mod package;
 mod weights;
 
-pub use classify::{top_k, ClassScore};
+pub use classify::{softmax, top_k, ClassScore};
 pub use error::{Error, Result};
 pub use manifest::{InputSpec, Manifest, OutputSpec, TrainingSummary, WeightsRef, FORMAT_VERSION};
 pub use package::{Package, MANIFEST_FILE, WEIGHTS_FILE};

@@ -124,7 +124,7 @@ impl AppState {
         }
     }
 
-    /// Runs model-ready samples through `model`, batched with other requests.
+    /// Logits of model-ready samples from `model`, batched with other requests.
     pub async fn infer(&self, model: &Model, samples: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
         let (tx, rx) = oneshot::channel();
         model.worker.submit(

@@ -18,7 +18,7 @@ pub struct Job {
     pub queued: Instant,
     /// Model-ready samples, each the model's input size.
     pub samples: Vec<Vec<f32>>,
-    /// Receives the class probabilities of each sample, or an error message.
+    /// Receives the logits of each sample, or an error message.
     pub reply: oneshot::Sender<std::result::Result<Vec<Vec<f32>>, String>>,
 }
 
@@ -118,7 +118,7 @@ fn serve_loop(package: &Package, rx: &std::sync::mpsc::Receiver<Job>, cfg: &Serv
             }
         }
         let samples: Vec<Vec<f32>> = live.iter().flat_map(|j| j.samples.iter().cloned()).collect();
-        let result = package.probabilities(&samples).map_err(|e| e.to_string());
+        let result = package.logits(&samples).map_err(|e| e.to_string());
         lock(&metrics.compute).observe(start.elapsed().as_secs_f64());
         lock(&metrics.batch).observe(samples.len() as f64);
         match result {

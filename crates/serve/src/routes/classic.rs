@@ -105,7 +105,12 @@ async fn predict(
         Input::Encoded(bytes) => m.manifest.prepare_image(&bytes, "the request's image"),
     }
     .map_err(|e| Error::BadRequest(e.to_string()))?;
-    let probs = state.infer(&m, vec![sample]).await?;
+    let probs: Vec<Vec<f32>> = state
+        .infer(&m, vec![sample])
+        .await?
+        .iter()
+        .map(|l| kiln_package::softmax(l))
+        .collect();
     let p = probs
         .into_iter()
         .next()

@@ -105,7 +105,12 @@ async fn run(
                 .map_err(|e| Error::BadRequest(e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let probs = state.infer(&m, samples).await?;
+    let probs: Vec<Vec<f32>> = state
+        .infer(&m, samples)
+        .await?
+        .iter()
+        .map(|l| kiln_package::softmax(l))
+        .collect();
     Ok(HttpResponse::Ok().json(if columnar {
         json!({"outputs": probs})
     } else {

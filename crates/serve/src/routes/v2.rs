@@ -150,7 +150,8 @@ async fn infer(
         })
         .collect::<Result<Vec<_>>>()?;
     let batch = samples.len() as i64;
-    let probs = state.infer(&m, samples).await?;
+    let logits = state.infer(&m, samples).await?;
+    let probs: Vec<Vec<f32>> = logits.iter().map(|l| kiln_package::softmax(l)).collect();
     let classes = m.manifest.model.classes();
     let wanted: Vec<String> = match &req.outputs {
         Some(o) if !o.is_empty() => o.iter().map(|o| o.name.clone()).collect(),
@@ -162,6 +163,10 @@ async fn infer(
             "probabilities" => outputs.push(json!({
                 "name": "probabilities", "datatype": "FP32", "shape": [batch, classes],
                 "data": probs.iter().flatten().collect::<Vec<_>>(),
+            })),
+            "logits" => outputs.push(json!({
+                "name": "logits", "datatype": "FP32", "shape": [batch, classes],
+                "data": logits.iter().flatten().collect::<Vec<_>>(),
             })),
             "class" => outputs.push(json!({
                 "name": "class", "datatype": "INT64", "shape": [batch],
