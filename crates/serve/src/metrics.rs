@@ -96,6 +96,14 @@ type Section = (
     fn(&InstanceMetrics) -> &Mutex<Histogram>,
 );
 
+/// A per-instance gauge or counter: name, help, type and where it lives.
+type Scalar = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&InstanceMetrics) -> &AtomicU64,
+);
+
 /// Server-wide request metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -169,23 +177,30 @@ impl Metrics {
                 lock(get(i)).render(&mut out, name, &format!("model=\"{}\",version=\"{v}\"", esc(m)));
             }
         }
-        out.push_str("# HELP kiln_queue_depth Requests waiting in a model's queue.\n# TYPE kiln_queue_depth gauge\n");
-        for (m, v, i) in instances {
-            let _ = writeln!(
-                out,
-                "kiln_queue_depth{{model=\"{}\",version=\"{v}\"}} {}",
-                esc(m),
-                i.depth.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP kiln_cancelled_total Requests dropped unrun because their client had gone.\n# TYPE kiln_cancelled_total counter\n");
-        for (m, v, i) in instances {
-            let _ = writeln!(
-                out,
-                "kiln_cancelled_total{{model=\"{}\",version=\"{v}\"}} {}",
-                esc(m),
-                i.cancelled.load(Ordering::Relaxed)
-            );
+        let scalars: [Scalar; 2] = [
+            (
+                "kiln_queue_depth",
+                "Requests waiting in a model's queue.",
+                "gauge",
+                |i| &i.depth,
+            ),
+            (
+                "kiln_cancelled_total",
+                "Requests dropped unrun because their client had gone.",
+                "counter",
+                |i| &i.cancelled,
+            ),
+        ];
+        for (name, help, kind, get) in scalars {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (m, v, i) in instances {
+                let _ = writeln!(
+                    out,
+                    "{name}{{model=\"{}\",version=\"{v}\"}} {}",
+                    esc(m),
+                    get(i).load(Ordering::Relaxed)
+                );
+            }
         }
         let _ = writeln!(out, "# HELP kiln_models_loaded Model versions being served.\n# TYPE kiln_models_loaded gauge\nkiln_models_loaded {}", instances.len());
         let _ = writeln!(

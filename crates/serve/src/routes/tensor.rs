@@ -72,10 +72,5 @@ fn walk(v: &Value, kind: Kind, dt: &str, depth: usize, out: &mut Vec<f32>) -> Re
 
 /// The element count of `shape`, or an error for a negative or overflowing one.
 pub fn numel(shape: &[i64]) -> Result<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| {
-        usize::try_from(d)
-            .ok()
-            .and_then(|d| acc.checked_mul(d))
-            .ok_or_else(|| Error::BadRequest(format!("shape {shape:?} has a negative or too large dimension")))
-    })
+    kiln_tensor::convert::numel(shape).map_err(|e| Error::BadRequest(e.to_string()))
 }
