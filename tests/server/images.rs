@@ -63,26 +63,3 @@ fn bad_images_are_refused_with_a_reason() {
     assert!(r["error"].as_str().unwrap().contains("image/png"), "{r}");
     assert!(s.healthy());
 }
-
-#[test]
-fn sigterm_stops_the_server_cleanly() {
-    let mut s = Server::start(&[]);
-    let pid = s.pid().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        if let Some(status) = s.try_wait() {
-            assert!(status.success(), "kiln-serve exited with {status} after SIGTERM");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "kiln-serve still running 20 s after SIGTERM"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}

@@ -5,6 +5,9 @@
 
 mod util;
 
+mod admin;
 mod errors;
 mod images;
+mod lifecycle;
 mod protocol;
+mod repository;

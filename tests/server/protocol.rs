@@ -1,11 +1,11 @@
 //! The endpoints, answered as the protocols say, with the model's real predictions.
 
-use crate::util::{test_images, trained_package, v2_request, Server};
+use crate::util::{metric, test_images, trained_package, v2_request, Server};
 use serde_json::json;
 
 #[test]
 fn health_and_metadata() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--version-policy", "all"]);
     assert_eq!(s.get("/v2").1["name"], "kiln");
     assert_eq!(s.get("/v2/health/live"), (200, json!({"live": true})));
     assert_eq!(s.get("/v2/health/ready"), (200, json!({"ready": true})));
@@ -24,7 +24,7 @@ fn health_and_metadata() {
 
 #[test]
 fn v2_infer_and_predict_give_the_package_answers() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--version-policy", "all"]);
     let images = test_images(8);
     let pixels: Vec<Vec<f32>> = images.iter().map(|(v, _)| v.clone()).collect();
     // The reference: the same package run in this process.
@@ -97,16 +97,9 @@ fn v2_infer_and_predict_give_the_package_answers() {
 }
 
 /// Sum of a metric's samples whose labels contain `filter`.
-fn metric(text: &str, name: &str, filter: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn concurrent_clients_each_get_their_own_answer_and_are_batched() {
-    let s = Server::start(&["--max-delay-ms", "20"]);
+    let s = Server::start(&["--version-policy", "all", "--max-delay-ms", "20"]);
     let images = test_images(32);
     let single: Vec<serde_json::Value> = images
         .iter()
@@ -160,7 +153,7 @@ fn concurrent_clients_each_get_their_own_answer_and_are_batched() {
 
 #[test]
 fn tf_serving_rest_predict_and_status() {
-    let s = Server::start(&[]);
+    let s = Server::start(&["--version-policy", "all"]);
     let images = test_images(3);
     let rows: Vec<Vec<f32>> = images.iter().map(|(v, _)| v.clone()).collect();
     let (status, v2) = s.post("/v2/models/fashion/infer", &v2_request(&rows));

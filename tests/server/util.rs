@@ -34,7 +34,8 @@ pub fn trained_package() -> &'static Path {
     .1
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies a package folder file by file, as `cp -r` would (not atomically).
+pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -69,7 +70,16 @@ impl Drop for Server {
 impl Server {
     /// Starts `kiln-serve` on a free port over a fresh repository, with extra flags.
     pub fn start(extra: &[&str]) -> Server {
-        let repo = repository();
+        Self::start_on(repository(), extra)
+    }
+
+    /// The repository folder.
+    pub fn repo(&self) -> &Path {
+        self._repo.path()
+    }
+
+    /// Starts `kiln-serve` on a free port over `repo`, with extra flags.
+    pub fn start_on(repo: tempfile::TempDir, extra: &[&str]) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -138,6 +148,38 @@ impl Server {
         )
     }
 
+    /// Any request with extra headers: status, the headers asked for, JSON body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> (u16, Value, ureq::http::HeaderMap) {
+        let mut b = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap()).unwrap_or_default();
+        if body.is_some() {
+            b = b.header("content-type", "application/json");
+        }
+        let mut r = Self::agent().run(b.body(bytes).unwrap()).unwrap();
+        let text = r.body_mut().read_to_string().unwrap();
+        (
+            r.status().as_u16(),
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            r.headers().clone(),
+        )
+    }
+
+    /// The sum of metric `name`'s lines that contain `filter`.
+    pub fn metric(&self, name: &str, filter: &str) -> f64 {
+        metric(&self.try_get("/metrics").unwrap().1, name, filter)
+    }
+
     /// POST JSON: status and JSON body.
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let (s, _, v) = self.post_raw(path, "application/json", serde_json::to_vec(body).unwrap());
@@ -182,4 +224,12 @@ pub fn v2_request(images: &[Vec<f32>]) -> Value {
         "id": "req-1",
         "inputs": [{"name": "input", "shape": [images.len(), 1, 28, 28], "datatype": "FP32", "data": data}]
     })
+}
+
+/// The sum of the lines of metric `name` in Prometheus `text` that contain `filter`.
+pub fn metric(text: &str, name: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

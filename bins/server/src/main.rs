@@ -1,7 +1,8 @@
 //! kiln-serve: the model server binary, thin glue over kiln-serve.
 
 use clap::Parser;
-use kiln_serve::{routes, AppState, ServeConfig};
+use kiln_serve::{routes, AppState, ServeConfig, VersionPolicy, MAX_INSTANCES};
+use kiln_tensor::DeviceChoice;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,9 +14,21 @@ struct Args {
     /// The model repository: <repo>/<model>/<version>/ with a kiln package in each.
     #[arg(long, env = "KILN_MODEL_REPOSITORY", default_value = "models")]
     model_repository: PathBuf,
-    /// Address and port to listen on.
+    /// Address and port to listen on (0.0.0.0:8080 to accept other machines).
     #[arg(long, env = "KILN_BIND", default_value = "127.0.0.1:8080")]
     bind: String,
+    /// Where models run: cpu, cuda, cuda:N, or auto (CUDA when usable).
+    #[arg(long, env = "KILN_DEVICE", default_value = "cpu")]
+    device: DeviceChoice,
+    /// Versions served of each model without its own model.toml: latest:N, all, or specific:V1,V2.
+    #[arg(long, env = "KILN_VERSION_POLICY", default_value = "latest:1")]
+    version_policy: VersionPolicy,
+    /// Model instances (threads, each holding the model) per version, unless its model.toml says.
+    #[arg(long, env = "KILN_INSTANCES", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_INSTANCES as i64))]
+    instances: u16,
+    /// How often the repository is scanned for new and removed versions, e.g. 5s or 500ms; off to disable.
+    #[arg(long, env = "KILN_POLL_INTERVAL", default_value = "5s", value_parser = parse_interval)]
+    poll_interval: Interval,
     /// Most samples run as one batch.
     #[arg(long, env = "KILN_MAX_BATCH", default_value_t = 64)]
     max_batch: usize,
@@ -37,14 +50,56 @@ struct Args {
     /// HTTP worker threads.
     #[arg(long, env = "KILN_HTTP_WORKERS", default_value_t = 2)]
     http_workers: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT before the server exits.
+    #[arg(long, env = "KILN_SHUTDOWN_TIMEOUT_S", default_value_t = 30)]
+    shutdown_timeout_s: u64,
+    /// Turns the management API (/v2/repository/...) on, requiring `Authorization: Bearer <this>`.
+    #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Makes inference and model metadata endpoints require `Authorization: Bearer <this>`
+    /// (health, /metrics and /openapi.json stay open).
+    #[arg(long, env = "KILN_INFERENCE_TOKEN", hide_env_values = true)]
+    inference_token: Option<String>,
+}
+
+/// A poll interval; `None` is off.
+#[derive(Clone, Copy, Debug)]
+struct Interval(Option<Duration>);
+
+fn parse_interval(s: &str) -> Result<Interval, String> {
+    if s == "off" || s == "0" {
+        return Ok(Interval(None));
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(Interval(Some(d))),
+        Ok(_) => Ok(Interval(None)),
+        Err(e) => Err(format!("{e}; expected a duration such as 5s or 500ms, or off")),
+    }
+}
+
+fn token(t: Option<String>) -> Option<String> {
+    t.map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
 }
 
 #[actix_web::main]
 async fn main() -> ExitCode {
     let a = Args::parse();
+    let device = match a.device.resolve() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("kiln-serve: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = ServeConfig {
         repository: a.model_repository,
         bind: a.bind,
+        device,
+        version_policy: a.version_policy,
+        instances: usize::from(a.instances),
+        poll_interval: a.poll_interval.0,
+        admin_token: token(a.admin_token),
+        inference_token: token(a.inference_token),
         max_batch: a.max_batch.max(1),
         max_delay: Duration::from_millis(a.max_delay_ms),
         queue_capacity: a.queue_capacity.max(1),
@@ -60,11 +115,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    for w in warnings {
-        eprintln!("kiln-serve: warning: {w}");
+    for line in warnings {
+        eprintln!("kiln-serve: {line}");
     }
-    for name in state.names() {
-        eprintln!("kiln-serve: serving {name} versions {:?}", state.versions(&name));
+    if state.names().is_empty() {
+        eprintln!(
+            "kiln-serve: warning: no model is served yet; put packages in {}/<model>/<version>/",
+            state.config.repository.display()
+        );
+    }
+    if let Err(e) = state.start_polling() {
+        eprintln!("kiln-serve: error: {e}");
+        return ExitCode::from(1);
     }
     let app_state = state.clone();
     let server = actix_web::HttpServer::new(move || {
@@ -73,7 +135,10 @@ async fn main() -> ExitCode {
             .configure(routes::configure(app_state.clone()))
     })
     .workers(a.http_workers.max(1))
-    .shutdown_timeout(10)
+    // A client that closes its connection has gone: its request is dropped (unrun if still
+    // queued) rather than answered to nobody. HTTP clients do not half-close to wait for an answer.
+    .h1_allow_half_closed(false)
+    .shutdown_timeout(a.shutdown_timeout_s)
     .bind(&bind);
     let server = match server {
         Ok(s) => s,

@@ -25,6 +25,12 @@ pub enum Error {
     /// The model is loaded but cannot answer now (503).
     #[error("{0}")]
     Unavailable(String),
+    /// No or a malformed `Authorization: Bearer` header (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A bearer token that is not the configured one (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// A package failed to load.
     #[error(transparent)]
     Package(#[from] kiln_package::Error),
@@ -42,6 +48,8 @@ impl ResponseError for Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -51,8 +59,14 @@ impl ResponseError for Error {
 
     fn error_response(&self) -> HttpResponse {
         let mut r = HttpResponse::build(self.status_code());
-        if let Error::Overloaded(_) = self {
-            r.insert_header((header::RETRY_AFTER, "1"));
+        match self {
+            Error::Overloaded(_) => {
+                r.insert_header((header::RETRY_AFTER, "1"));
+            }
+            Error::Unauthorized(_) => {
+                r.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            _ => {}
         }
         r.json(serde_json::json!({ "error": self.to_string() }))
     }

@@ -9,6 +9,7 @@
 mod config;
 mod error;
 pub mod metrics;
+mod policy;
 mod repository;
 pub mod routes;
 mod state;
@@ -16,5 +17,6 @@ pub mod worker;
 
 pub use config::ServeConfig;
 pub use error::{Error, Result};
+pub use policy::{ModelSettings, VersionPolicy, MAX_INSTANCES};
 pub use repository::{scan, ModelVersionDir};
-pub use state::{AppState, Model};
+pub use state::{AppState, Model, VersionState};

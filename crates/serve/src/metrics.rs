@@ -74,6 +74,12 @@ pub struct InstanceMetrics {
     pub depth: AtomicU64,
     /// Requests dropped because their client had gone.
     pub cancelled: AtomicU64,
+    /// Instances asked for.
+    pub instances: AtomicU64,
+    /// Instances loaded and serving now.
+    pub healthy: AtomicU64,
+    /// Instances that died and were started again.
+    pub restarts: AtomicU64,
 }
 
 impl Default for InstanceMetrics {
@@ -84,6 +90,9 @@ impl Default for InstanceMetrics {
             batch: Mutex::new(Histogram::new(BATCH)),
             depth: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
+            instances: AtomicU64::new(0),
+            healthy: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
         }
     }
 }
@@ -177,7 +186,7 @@ impl Metrics {
                 lock(get(i)).render(&mut out, name, &format!("model=\"{}\",version=\"{v}\"", esc(m)));
             }
         }
-        let scalars: [Scalar; 2] = [
+        let scalars: [Scalar; 5] = [
             (
                 "kiln_queue_depth",
                 "Requests waiting in a model's queue.",
@@ -189,6 +198,21 @@ impl Metrics {
                 "Requests dropped unrun because their client had gone.",
                 "counter",
                 |i| &i.cancelled,
+            ),
+            ("kiln_instances", "Model instances asked for.", "gauge", |i| {
+                &i.instances
+            }),
+            (
+                "kiln_instances_healthy",
+                "Model instances loaded and serving.",
+                "gauge",
+                |i| &i.healthy,
+            ),
+            (
+                "kiln_instance_restarts_total",
+                "Model instances that died and were started again.",
+                "counter",
+                |i| &i.restarts,
             ),
         ];
         for (name, help, kind, get) in scalars {

@@ -1,11 +1,15 @@
-//! `AppState`: the loaded models, shared by every request handler.
+//! `AppState`: the served models, shared by every request handler, and how they follow
+//! the repository on disk ([`AppState::sync`]).
 
-use crate::metrics::Metrics;
-use crate::worker::{Job, Worker};
-use crate::{scan, Error, Result, ServeConfig};
-use kiln_package::Manifest;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use crate::metrics::{InstanceMetrics, Metrics};
+use crate::policy::{check_instances, ModelSettings};
+use crate::worker::{Backend, Job, Loader, Worker};
+use crate::{scan, Error, Result, ServeConfig, VersionPolicy};
+use kiln_package::{Manifest, Package};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 use tokio::sync::oneshot;
 
 /// A served model version.
@@ -16,110 +20,480 @@ pub struct Model {
     pub version: u64,
     /// Its manifest.
     pub manifest: Manifest,
-    /// Its instance.
+    /// Its instances.
     pub worker: Worker,
+}
+
+/// What a version folder looked like when it failed to load: a changed folder is retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Fingerprint(Vec<(String, u64, Option<SystemTime>)>);
+
+fn fingerprint(dir: &Path) -> Fingerprint {
+    let mut files: Vec<(String, u64, Option<SystemTime>)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let meta = e.metadata().ok()?;
+                    Some((
+                        e.file_name().to_string_lossy().into_owned(),
+                        meta.len(),
+                        meta.modified().ok(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    Fingerprint(files)
+}
+
+#[derive(Clone, Debug)]
+struct Failure {
+    error: String,
+    fingerprint: Fingerprint,
+}
+
+/// One model: its serving versions and what failed.
+#[derive(Default)]
+struct Entry {
+    versions: BTreeMap<u64, Arc<Model>>,
+    failed: BTreeMap<u64, Failure>,
+    /// Unloaded through the management API: left alone by polling until loaded again.
+    unloaded: bool,
+    /// Instances set through the management API, over the model's settings.
+    instances: Option<usize>,
+}
+
+/// A model version's state, as the management API lists it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct VersionState {
+    /// The model.
+    pub name: String,
+    /// The version (empty for a model with no version to list).
+    pub version: String,
+    /// `READY`, `UNHEALTHY` (no instance running now), `FAILED` or `UNLOADED`.
+    pub state: &'static str,
+    /// Why it is not ready.
+    pub reason: String,
+    /// Instances running.
+    pub instances: usize,
 }
 
 /// The server's shared state: cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    models: Arc<BTreeMap<String, BTreeMap<u64, Arc<Model>>>>,
+    models: Arc<RwLock<BTreeMap<String, Entry>>>,
+    /// Serialises repository syncs; remembers the warnings already given.
+    syncing: Arc<Mutex<BTreeSet<String>>>,
     /// The configuration.
     pub config: Arc<ServeConfig>,
     /// Request metrics.
     pub metrics: Arc<Metrics>,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl AppState {
-    /// Loads every model version in the repository; versions that fail are reported in
-    /// the returned warnings and the others are served.
+    /// Loads what the repository holds under each model's version policy; versions that
+    /// fail are reported in the returned log lines and the others are served. Fails only
+    /// when the repository cannot be read.
     pub fn load(config: ServeConfig) -> Result<(AppState, Vec<String>)> {
-        let (dirs, mut warnings) = scan(&config.repository)?;
-        let mut models: BTreeMap<String, BTreeMap<u64, Arc<Model>>> = BTreeMap::new();
-        let metrics = Arc::new(Metrics::default());
+        let state = AppState {
+            models: Arc::default(),
+            syncing: Arc::default(),
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+        };
+        let log = state.sync(None)?;
+        Ok((state, log))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
+        self.models.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Entry>> {
+        self.models.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Brings the served versions in line with the repository (all models, or only
+    /// `only`): loads versions the policy now wants, unloads the others (each finishes
+    /// its in-flight requests first), and records versions that fail to load; those are
+    /// retried once their folder changes. Returns what it did, one line each.
+    pub fn sync(&self, only: Option<&str>) -> Result<Vec<String>> {
+        let mut warned = lock(&self.syncing);
+        let mut log = Vec::new();
+        let (dirs, warnings) = scan(&self.config.repository)?;
+        for w in warnings {
+            if warned.insert(w.clone()) {
+                log.push(format!("warning: {w}"));
+            }
+        }
+        let mut on_disk: BTreeMap<String, BTreeMap<u64, PathBuf>> = BTreeMap::new();
         for d in dirs {
-            match Worker::spawn(&d.dir, &config, format!("{}-{}", d.name, d.version)) {
-                Ok((worker, manifest)) => {
-                    let m = Model {
-                        name: d.name.clone(),
-                        version: d.version,
-                        manifest,
-                        worker,
-                    };
-                    models.entry(d.name).or_default().insert(d.version, Arc::new(m));
-                }
-                Err(e) => {
-                    metrics.failed_loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    warnings.push(format!("model {} version {} failed to load: {e}", d.name, d.version))
+            on_disk.entry(d.name).or_default().insert(d.version, d.dir);
+        }
+        let gone: Vec<String> = self
+            .read()
+            .keys()
+            .filter(|n| !on_disk.contains_key(*n) && only.is_none_or(|o| o == n.as_str()))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(entry) = self.write().remove(&name) {
+                for v in entry.versions.keys() {
+                    log.push(format!("unloaded {name} version {v}: its folder was removed"));
                 }
             }
         }
-        Ok((
-            AppState {
-                models: Arc::new(models),
-                config: Arc::new(config),
-                metrics,
-            },
-            warnings,
-        ))
+        for (name, versions) in &on_disk {
+            if only.is_none_or(|o| o == name) {
+                self.sync_model(name, versions, &mut warned, &mut log);
+            }
+        }
+        Ok(log)
+    }
+
+    fn sync_model(
+        &self,
+        name: &str,
+        disk: &BTreeMap<u64, PathBuf>,
+        warned: &mut BTreeSet<String>,
+        log: &mut Vec<String>,
+    ) {
+        let (mut serving, mut failed, override_instances) = match self.read().get(name) {
+            Some(e) if e.unloaded => return,
+            Some(e) => (e.versions.clone(), e.failed.clone(), e.instances),
+            None => Default::default(),
+        };
+        let settings = match ModelSettings::read(&self.config.repository.join(name)) {
+            Ok(s) => s,
+            Err(e) => {
+                // Keep serving what is served; say so once per distinct problem.
+                let msg = format!("warning: model {name} is left as it is: {e}");
+                if warned.insert(msg.clone()) {
+                    log.push(msg);
+                }
+                return;
+            }
+        };
+        let policy: VersionPolicy = settings
+            .version_policy
+            .unwrap_or_else(|| self.config.version_policy.clone());
+        let instances = override_instances
+            .or(settings.instances)
+            .unwrap_or(self.config.instances);
+        failed.retain(|v, f| disk.get(v).is_some_and(|d| fingerprint(d) == f.fingerprint));
+        // Versions that changed while loading (still being copied) wait for the next sync.
+        let mut unsettled = BTreeSet::new();
+        let wanted = loop {
+            let eligible: Vec<u64> = disk
+                .keys()
+                .filter(|v| !failed.contains_key(v) && !unsettled.contains(*v))
+                .copied()
+                .collect();
+            let wanted = policy.select(&eligible);
+            let missing: Vec<u64> = wanted.iter().filter(|v| !serving.contains_key(v)).copied().collect();
+            if missing.is_empty() {
+                break wanted;
+            }
+            for v in missing {
+                let dir = &disk[&v];
+                let before = fingerprint(dir);
+                match self.load_version(name, v, dir, instances) {
+                    Ok(m) => {
+                        log.push(format!("serving {name} version {v} ({instances} instance(s))"));
+                        serving.insert(v, Arc::new(m));
+                    }
+                    Err(e) if fingerprint(dir) != before => {
+                        log.push(format!("{name} version {v} is still being written ({e}); will retry"));
+                        unsettled.insert(v);
+                    }
+                    Err(e) => {
+                        self.metrics
+                            .failed_loads
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        log.push(format!("warning: model {name} version {v} failed to load: {e}"));
+                        failed.insert(
+                            v,
+                            Failure {
+                                error: e.to_string(),
+                                fingerprint: before,
+                            },
+                        );
+                    }
+                }
+            }
+        };
+        serving.retain(|v, _| {
+            let keep = wanted.contains(v);
+            if !keep {
+                log.push(format!("unloaded {name} version {v} (version policy {policy})"));
+            }
+            keep
+        });
+        for (v, m) in &serving {
+            if m.worker.instances() != instances {
+                match m.worker.set_instances(instances) {
+                    Ok(()) => log.push(format!("{name} version {v} now runs {instances} instance(s)")),
+                    Err(e) => log.push(format!("warning: {name} version {v}: cannot start instances: {e}")),
+                }
+            }
+        }
+        let mut models = self.write();
+        let entry = models.entry(name.to_string()).or_default();
+        if !entry.unloaded {
+            entry.versions = serving;
+        }
+        entry.failed = failed;
+    }
+
+    fn load_version(&self, name: &str, version: u64, dir: &Path, instances: usize) -> Result<Model> {
+        let manifest = Package::read_manifest(dir)?;
+        let (dir, device) = (dir.to_path_buf(), self.config.device);
+        let loader: Loader = Arc::new(move || Ok(Box::new(Package::load(&dir, device)?) as Box<dyn Backend>));
+        let worker = Worker::spawn(loader, instances, self.config.clone(), format!("{name}-{version}"))?;
+        Ok(Model {
+            name: name.to_string(),
+            version,
+            manifest,
+            worker,
+        })
+    }
+
+    /// Loads `name` from the repository again after an unload (or now, without waiting
+    /// for the next poll). Fails when the repository has no such model or none of the
+    /// versions its policy wants could be loaded.
+    pub fn load_model(&self, name: &str) -> Result<Vec<String>> {
+        if let Some(e) = self.write().get_mut(name) {
+            e.unloaded = false;
+        }
+        let log = self.sync(Some(name))?;
+        let models = self.read();
+        match models.get(name) {
+            None => Err(Error::NotFound(format!(
+                "the repository {} has no model {name:?}",
+                self.config.repository.display()
+            ))),
+            Some(e) if e.versions.is_empty() => Err(Error::BadRequest(format!(
+                "model {name} could not be loaded: {}",
+                describe_failures(&e.failed)
+            ))),
+            Some(_) => Ok(log),
+        }
+    }
+
+    /// Stops serving `name` (in-flight requests finish) until [`AppState::load_model`].
+    pub fn unload_model(&self, name: &str) -> Result<Vec<u64>> {
+        let mut models = self.write();
+        let e = models
+            .get_mut(name)
+            .ok_or_else(|| Error::NotFound(format!("no model named {name:?}")))?;
+        e.unloaded = true;
+        let versions = std::mem::take(&mut e.versions);
+        Ok(versions.into_keys().collect())
+    }
+
+    /// Sets the instances of every served version of `name`; kept over its settings file.
+    pub fn set_instances(&self, name: &str, n: usize) -> Result<()> {
+        let n = check_instances(n)?;
+        let served: Vec<Arc<Model>> = {
+            let mut models = self.write();
+            let e = models
+                .get_mut(name)
+                .ok_or_else(|| Error::NotFound(format!("no model named {name:?}")))?;
+            e.instances = Some(n);
+            e.versions.values().cloned().collect()
+        };
+        for m in served {
+            m.worker.set_instances(n)?;
+        }
+        Ok(())
+    }
+
+    /// Every model version the server knows, with its state.
+    pub fn index(&self) -> Vec<VersionState> {
+        let mut out = Vec::new();
+        for (name, e) in self.read().iter() {
+            if e.unloaded {
+                out.push(VersionState {
+                    name: name.clone(),
+                    version: String::new(),
+                    state: "UNLOADED",
+                    reason: "unloaded through the management API".into(),
+                    instances: 0,
+                });
+            }
+            for (v, m) in &e.versions {
+                let healthy = m.worker.healthy();
+                out.push(VersionState {
+                    name: name.clone(),
+                    version: v.to_string(),
+                    state: if healthy { "READY" } else { "UNHEALTHY" },
+                    reason: if healthy {
+                        String::new()
+                    } else {
+                        "no instance is running; restarting".into()
+                    },
+                    instances: m.worker.instances(),
+                });
+            }
+            for (v, f) in &e.failed {
+                out.push(VersionState {
+                    name: name.clone(),
+                    version: v.to_string(),
+                    state: "FAILED",
+                    reason: f.error.clone(),
+                    instances: 0,
+                });
+            }
+        }
+        out
+    }
+
+    /// Polls the repository every `config.poll_interval` on a thread of its own, printing
+    /// what changed to stderr. Does nothing when polling is off.
+    pub fn start_polling(&self) -> Result<()> {
+        let Some(interval) = self.config.poll_interval else {
+            return Ok(());
+        };
+        let state = self.clone();
+        std::thread::Builder::new()
+            .name("kiln-repository-poll".into())
+            .spawn(move || {
+                let mut last_error = String::new();
+                loop {
+                    std::thread::sleep(interval);
+                    match state.sync(None) {
+                        Ok(lines) => {
+                            last_error.clear();
+                            for l in lines {
+                                eprintln!("kiln-serve: {l}");
+                            }
+                        }
+                        Err(e) => {
+                            // The repository is unreadable (an unmounted volume?): keep
+                            // serving what is loaded, and say so once.
+                            let msg = e.to_string();
+                            if msg != last_error {
+                                eprintln!(
+                                    "kiln-serve: warning: cannot scan the repository, serving what is loaded: {msg}"
+                                );
+                                last_error = msg;
+                            }
+                        }
+                    }
+                }
+            })
+            .map(|_| ())
+            .map_err(|e| Error::Internal(format!("cannot start the repository poller: {e}")))
     }
 
     /// The Prometheus text of every metric.
     pub fn render_metrics(&self) -> String {
-        let instances: Vec<(String, u64, &crate::metrics::InstanceMetrics)> = self
-            .models
+        let served: Vec<Arc<Model>> = self
+            .read()
             .values()
-            .flat_map(|vs| vs.values())
+            .flat_map(|e| e.versions.values().cloned())
+            .collect();
+        let instances: Vec<(String, u64, &InstanceMetrics)> = served
+            .iter()
             .map(|m| (m.name.clone(), m.version, &*m.worker.metrics))
             .collect();
         self.metrics.render(&instances)
     }
 
-    /// Names of the served models.
+    /// Names of the models with at least one version served.
     pub fn names(&self) -> Vec<String> {
-        self.models.keys().cloned().collect()
+        self.read()
+            .iter()
+            .filter(|(_, e)| !e.versions.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Whether the server can answer: some version is served and each served version has
+    /// a running instance.
+    pub fn ready(&self) -> bool {
+        let models = self.read();
+        let mut served = models.values().flat_map(|e| e.versions.values()).peekable();
+        served.peek().is_some() && served.all(|m| m.worker.healthy())
     }
 
     /// The served versions of `name`, ascending.
     pub fn versions(&self, name: &str) -> Vec<u64> {
-        self.models
+        self.read()
             .get(name)
-            .map(|v| v.keys().copied().collect())
+            .map(|e| e.versions.keys().copied().collect())
             .unwrap_or_default()
     }
 
-    /// A model version, the latest when `version` is `None`.
-    pub fn get(&self, name: &str, version: Option<&str>) -> Result<Arc<Model>> {
-        let versions = self
-            .models
+    /// Versions of `name` that failed to load, with the reason.
+    pub fn failures(&self, name: &str) -> Vec<(u64, String)> {
+        self.read()
             .get(name)
-            .ok_or_else(|| Error::NotFound(format!("no model named {name:?}; served models: {:?}", self.names())))?;
+            .map(|e| e.failed.iter().map(|(v, f)| (*v, f.error.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// A model version, the latest served when `version` is `None`.
+    pub fn get(&self, name: &str, version: Option<&str>) -> Result<Arc<Model>> {
+        let version = version
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| Error::BadRequest(format!("version {v:?} is not a positive integer")))
+            })
+            .transpose()?;
+        let models = self.read();
+        let e = models.get(name).ok_or_else(|| {
+            Error::NotFound(format!(
+                "no model named {name:?}; served models: {:?}",
+                self.names_of(&models)
+            ))
+        })?;
+        if e.versions.is_empty() {
+            return Err(Error::Unavailable(if e.unloaded {
+                format!("model {name} is unloaded")
+            } else {
+                format!("model {name} has no version ready: {}", describe_failures(&e.failed))
+            }));
+        }
         let found = match version {
-            None => versions.values().next_back(),
-            Some(v) => {
-                let v: u64 = v
-                    .parse()
-                    .map_err(|_| Error::BadRequest(format!("version {v:?} is not a positive integer")))?;
-                versions.get(&v)
-            }
+            None => e.versions.values().next_back(),
+            Some(v) => e.versions.get(&v),
         };
         found.cloned().ok_or_else(|| {
+            let v = version.map(|v| v.to_string()).unwrap_or_default();
+            let why = match version.and_then(|v| e.failed.get(&v)) {
+                Some(f) => format!(" (it failed to load: {})", f.error),
+                None => String::new(),
+            };
             Error::NotFound(format!(
-                "model {name:?} has no version {}; served versions: {:?}",
-                version.unwrap_or("?"),
-                versions.keys().collect::<Vec<_>>()
+                "model {name:?} has no version {v} served{why}; served versions: {:?}",
+                e.versions.keys().collect::<Vec<_>>()
             ))
         })
     }
 
+    fn names_of(&self, models: &BTreeMap<String, Entry>) -> Vec<String> {
+        models
+            .iter()
+            .filter(|(_, e)| !e.versions.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// The default model for endpoints that name none: the only one, else an error.
     pub fn only(&self) -> Result<Arc<Model>> {
-        match self.models.len() {
-            1 => self.get(&self.names()[0], None),
-            0 => Err(Error::Unavailable("no model is loaded".into())),
+        let names = self.names();
+        match names.as_slice() {
+            [one] => self.get(one, None),
+            [] => Err(Error::Unavailable("no model is loaded".into())),
             _ => Err(Error::BadRequest(format!(
-                "several models are served; name one of {:?}",
-                self.names()
+                "several models are served; name one of {names:?}"
             ))),
         }
     }
@@ -139,10 +513,21 @@ impl AppState {
             Ok(Ok(Ok(p))) => Ok(p),
             Ok(Ok(Err(e))) => Err(Error::Internal(e)),
             Ok(Err(_)) => Err(Error::Unavailable(format!(
-                "model {} stopped while answering",
+                "model {} stopped while answering; retry",
                 model.name
             ))),
             Err(_) => Err(Error::Timeout(self.config.request_timeout.as_millis())),
         }
     }
+}
+
+fn describe_failures(failed: &BTreeMap<u64, Failure>) -> String {
+    if failed.is_empty() {
+        return "no version folder holds a package".into();
+    }
+    failed
+        .iter()
+        .map(|(v, f)| format!("version {v} failed to load: {}", f.error))
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -1,16 +1,35 @@
-//! A model instance: its own OS thread holding the loaded model, fed by a bounded queue,
-//! running whatever requests are queued together as one batch.
+//! Model instances: each its own OS thread holding its own copy of the model (built inside
+//! that thread; libtorch tensors are not `Sync` and grad mode is per thread), all of a
+//! model version's instances taking work from one bounded queue, each running whatever
+//! requests are queued together as one batch.
+//!
+//! An instance whose model panics is discarded: its thread ends, the version reports one
+//! healthy instance fewer (not ready when none is left), and a fresh thread loads the
+//! model again.
 
 use crate::metrics::InstanceMetrics;
 use crate::{Error, Result, ServeConfig};
-use kiln_package::{Manifest, Package};
-use kiln_tensor::Device;
-use std::path::Path;
+use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// What a model instance runs: model-ready samples in, one row of logits per sample out.
+pub trait Backend {
+    /// Runs one batch.
+    fn run(&self, samples: &[Vec<f32>]) -> std::result::Result<Vec<Vec<f32>>, String>;
+}
+
+impl Backend for kiln_package::Package {
+    fn run(&self, samples: &[Vec<f32>]) -> std::result::Result<Vec<Vec<f32>>, String> {
+        self.logits(samples).map_err(|e| e.to_string())
+    }
+}
+
+/// Builds an instance's backend; called on the instance's own thread.
+pub type Loader = Arc<dyn Fn() -> Result<Box<dyn Backend>> + Send + Sync>;
 
 /// One request's samples (model-ready values) and where its answer goes.
 pub struct Job {
@@ -22,42 +41,79 @@ pub struct Job {
     pub reply: oneshot::Sender<std::result::Result<Vec<Vec<f32>>, String>>,
 }
 
-/// The sending side of a model instance.
+/// Everything an instance thread needs; cloned for each instance.
+#[derive(Clone)]
+struct Shared {
+    loader: Loader,
+    queue: Receiver<Job>,
+    config: Arc<ServeConfig>,
+    metrics: Arc<InstanceMetrics>,
+    label: String,
+}
+
+/// An instance, stopped when dropped (it finishes its current batch first).
+struct Instance {
+    _stop: Sender<()>,
+}
+
+/// A model version's instances and their shared queue.
 pub struct Worker {
-    tx: SyncSender<Job>,
-    /// What the instance has measured.
+    tx: Sender<Job>,
+    shared: Shared,
+    instances: Mutex<Vec<Instance>>,
+    /// What the instances have measured.
     pub metrics: Arc<InstanceMetrics>,
 }
 
 impl Worker {
-    /// Loads the package at `dir` on a new thread and returns once it is ready to serve
-    /// (or failed to load, with the reason).
-    pub fn spawn(dir: &Path, cfg: &ServeConfig, label: String) -> Result<(Worker, Manifest)> {
-        let (tx, rx) = sync_channel::<Job>(cfg.queue_capacity.max(1));
-        let (ready_tx, ready_rx) = sync_channel::<Result<Manifest>>(1);
+    /// Starts `instances` instances, each building its model with `loader`, and returns
+    /// once all are ready, or the first loading error.
+    pub fn spawn(loader: Loader, instances: usize, config: Arc<ServeConfig>, label: String) -> Result<Worker> {
+        let (tx, queue) = bounded::<Job>(config.queue_capacity.max(1));
         let metrics = Arc::new(InstanceMetrics::default());
-        let (dir, cfg, thread_metrics) = (dir.to_path_buf(), cfg.clone(), metrics.clone());
-        std::thread::Builder::new()
-            .name(format!("kiln-model-{label}"))
-            .spawn(move || {
-                if cfg.threads_per_instance > 0 {
-                    kiln_tensor::tch::set_num_threads(cfg.threads_per_instance as i32);
-                }
-                let package = match Package::load(&dir, Device::Cpu) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.into()));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(package.manifest.clone()));
-                serve_loop(&package, &rx, &cfg, &thread_metrics);
-            })
-            .map_err(|e| Error::Internal(format!("cannot start a model thread: {e}")))?;
-        let manifest = ready_rx
-            .recv()
-            .map_err(|_| Error::Internal("the model thread died while loading".into()))??;
-        Ok((Worker { tx, metrics }, manifest))
+        let worker = Worker {
+            tx,
+            shared: Shared {
+                loader,
+                queue,
+                config,
+                metrics: metrics.clone(),
+                label,
+            },
+            instances: Mutex::new(Vec::new()),
+            metrics,
+        };
+        worker.set_instances(instances)?;
+        Ok(worker)
+    }
+
+    /// Instances running now.
+    pub fn instances(&self) -> usize {
+        lock(&self.instances).len()
+    }
+
+    /// Starts or stops instances until `n` run; new ones are ready when this returns.
+    pub fn set_instances(&self, n: usize) -> Result<()> {
+        let mut running = lock(&self.instances);
+        while running.len() > n {
+            running.pop();
+        }
+        let mut waiting = Vec::new();
+        for i in running.len()..n {
+            let (stop_tx, stop_rx) = bounded::<()>(0);
+            let (ready_tx, ready_rx) = bounded::<Result<()>>(1);
+            start_thread(self.shared.clone(), i, stop_rx, Some(ready_tx))?;
+            waiting.push((Instance { _stop: stop_tx }, ready_rx));
+        }
+        for (instance, ready) in waiting {
+            match ready.recv() {
+                Ok(Ok(())) => running.push(instance),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(Error::Internal("a model thread died while loading".into())),
+            }
+        }
+        self.metrics.instances.store(running.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Queues `job`; a full queue is [`Error::Overloaded`] at once.
@@ -71,14 +127,91 @@ impl Worker {
             }
         })
     }
+
+    /// Whether at least one instance is loaded and serving.
+    pub fn healthy(&self) -> bool {
+        self.metrics.healthy.load(Ordering::Relaxed) > 0
+    }
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn serve_loop(package: &Package, rx: &std::sync::mpsc::Receiver<Job>, cfg: &ServeConfig, metrics: &InstanceMetrics) {
-    while let Ok(first) = rx.recv() {
+/// Starts instance `index` on a new thread. `ready` hears the result of its first load;
+/// without it (a restart) a failed load is retried until the instance is stopped.
+fn start_thread(shared: Shared, index: usize, stop: Receiver<()>, ready: Option<Sender<Result<()>>>) -> Result<()> {
+    std::thread::Builder::new()
+        .name(format!("kiln-model-{}-{index}", shared.label))
+        .spawn(move || instance_main(shared, index, stop, ready))
+        .map(|_| ())
+        .map_err(|e| Error::Internal(format!("cannot start a model thread: {e}")))
+}
+
+fn instance_main(shared: Shared, index: usize, stop: Receiver<()>, ready: Option<Sender<Result<()>>>) {
+    if shared.config.threads_per_instance > 0 {
+        kiln_tensor::tch::set_num_threads(shared.config.threads_per_instance as i32);
+    }
+    let _no_grad = kiln_tensor::tch::no_grad_guard();
+    let mut backoff = Duration::from_millis(100);
+    let backend = loop {
+        match catch_unwind(AssertUnwindSafe(|| (shared.loader)())) {
+            Ok(Ok(b)) => break b,
+            failed => {
+                let e = match failed {
+                    Ok(Err(e)) => e,
+                    _ => Error::Internal("the model panicked while loading".into()),
+                };
+                if let Some(ready) = ready {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+                eprintln!(
+                    "kiln-serve: error: restarting {} instance {index}: {e}; retrying in {backoff:?}",
+                    shared.label
+                );
+                // Wait, but leave at once when the instance is stopped.
+                if !matches!(stop.recv_timeout(backoff), Err(RecvTimeoutError::Timeout)) {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    shared.metrics.healthy.fetch_add(1, Ordering::Relaxed);
+    if let Some(ready) = ready {
+        let _ = ready.send(Ok(()));
+    }
+    let outcome = catch_unwind(AssertUnwindSafe(|| serve_loop(&*backend, &shared, &stop)));
+    shared.metrics.healthy.fetch_sub(1, Ordering::Relaxed);
+    if let Err(panic) = outcome {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown cause");
+        eprintln!(
+            "kiln-serve: error: {} instance {index} died ({why}); starting a new one",
+            shared.label
+        );
+        shared.metrics.restarts.fetch_add(1, Ordering::Relaxed);
+        drop(backend);
+        if let Err(e) = start_thread(shared.clone(), index, stop, None) {
+            eprintln!(
+                "kiln-serve: error: {} instance {index} cannot restart: {e}",
+                shared.label
+            );
+        }
+    }
+}
+
+fn serve_loop(backend: &dyn Backend, shared: &Shared, stop: &Receiver<()>) {
+    let (rx, cfg, metrics) = (&shared.queue, &shared.config, &shared.metrics);
+    loop {
+        let first = select! {
+            recv(rx) -> job => match job { Ok(j) => j, Err(_) => return },
+            recv(stop) -> _ => return,
+        };
         let mut jobs = vec![first];
         let mut n = jobs[0].samples.len();
         let deadline = Instant::now() + cfg.max_delay;
@@ -118,14 +251,24 @@ fn serve_loop(package: &Package, rx: &std::sync::mpsc::Receiver<Job>, cfg: &Serv
             }
         }
         let samples: Vec<Vec<f32>> = live.iter().flat_map(|j| j.samples.iter().cloned()).collect();
-        let result = package.logits(&samples).map_err(|e| e.to_string());
+        let result = backend.run(&samples).and_then(|rows| {
+            if rows.len() == samples.len() {
+                Ok(rows)
+            } else {
+                Err(format!(
+                    "the model gave {} answers for {} samples",
+                    rows.len(),
+                    samples.len()
+                ))
+            }
+        });
         lock(&metrics.compute).observe(start.elapsed().as_secs_f64());
         lock(&metrics.batch).observe(samples.len() as f64);
         match result {
-            Ok(mut probs) => {
+            Ok(mut rows) => {
                 for job in live {
-                    let rest = probs.split_off(job.samples.len().min(probs.len()));
-                    let mine = std::mem::replace(&mut probs, rest);
+                    let rest = rows.split_off(job.samples.len());
+                    let mine = std::mem::replace(&mut rows, rest);
                     let _ = job.reply.send(Ok(mine));
                 }
             }

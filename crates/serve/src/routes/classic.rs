@@ -3,6 +3,7 @@
 //! JPEG itself as the body (`Content-Type: image/png` or `image/jpeg`). The answer is the
 //! class, its label, the probabilities and the top-k classes.
 
+use super::auth::Caller;
 use super::tensor::flatten;
 use super::v2::argmax;
 use crate::{AppState, Error, Result};
@@ -59,6 +60,7 @@ enum Input {
 }
 
 async fn predict(
+    _: Caller,
     state: web::Data<AppState>,
     req: HttpRequest,
     query: web::Query<PredictQuery>,

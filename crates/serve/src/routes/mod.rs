@@ -1,5 +1,7 @@
 //! The HTTP endpoints, mounted with [`configure`].
 
+mod admin;
+mod auth;
 mod classic;
 mod observe;
 mod tensor;
@@ -31,6 +33,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(state))
             .app_data(json)
             .configure(v2::configure)
+            .configure(admin::configure)
             .configure(classic::configure)
             .configure(observe::configure)
             .configure(tfserving::configure);

@@ -1,6 +1,7 @@
 //! The TensorFlow Serving REST API: `POST /v1/models/{name}[/versions/{v}]:predict` with
 //! `instances` (row form) or `inputs` (columnar form), and `GET /v1/models/{name}` status.
 
+use super::auth::Caller;
 use super::tensor::flatten;
 use crate::{AppState, Error, Result};
 use actix_web::{web, HttpResponse};
@@ -38,19 +39,25 @@ fn split_verb(segment: &str) -> Result<&str> {
     }
 }
 
-async fn status(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
+async fn status(_: Caller, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
     let versions = state.versions(&name);
-    if versions.is_empty() {
+    let failed = state.failures(&name);
+    if versions.is_empty() && failed.is_empty() {
         state.get(&name, None)?;
     }
-    let list: Vec<Value> = versions
+    // As TensorFlow Serving reports them: served versions AVAILABLE, failed ones END.
+    let mut list: Vec<Value> = versions
         .iter()
         .map(|v| json!({"version": v.to_string(), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}))
         .collect();
+    list.extend(failed.into_iter().map(|(v, e)| {
+        json!({"version": v.to_string(), "state": "END", "status": {"error_code": "UNKNOWN", "error_message": e}})
+    }));
     Ok(HttpResponse::Ok().json(json!({ "model_version_status": list })))
 }
 
 async fn predict(
+    _: Caller,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Json<PredictRequest>,
@@ -60,6 +67,7 @@ async fn predict(
 }
 
 async fn predict_version(
+    _: Caller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<PredictRequest>,

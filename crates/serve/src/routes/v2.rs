@@ -1,5 +1,6 @@
 //! The KServe v2 / Open Inference Protocol endpoints.
 
+use super::auth::Caller;
 use super::tensor::{flatten, numel};
 use crate::{AppState, Error, Model, Result};
 use actix_web::{web, HttpResponse};
@@ -33,7 +34,7 @@ async fn live() -> HttpResponse {
 }
 
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let ready = !state.names().is_empty();
+    let ready = state.ready();
     let body = json!({"ready": ready});
     if ready {
         HttpResponse::Ok().json(body)
@@ -54,13 +55,19 @@ fn outputs_meta(m: &Model) -> Vec<Value> {
     ]
 }
 
-async fn model_metadata(state: web::Data<AppState>, path: web::Path<ModelPath>) -> Result<HttpResponse> {
+async fn model_metadata(_: Caller, state: web::Data<AppState>, path: web::Path<ModelPath>) -> Result<HttpResponse> {
     let m = state.get(&path.name, path.version.as_deref())?;
     let versions: Vec<String> = state.versions(&m.name).iter().map(u64::to_string).collect();
     let input = &m.manifest.input;
+    let failed: Vec<Value> = state
+        .failures(&m.name)
+        .into_iter()
+        .map(|(v, error)| json!({"version": v.to_string(), "error": error}))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({
         "name": m.name,
         "versions": versions,
+        "failed_versions": failed,
         "platform": "kiln",
         "inputs": [tensor_meta(&input.name, input.dtype, &input.shape)],
         "outputs": outputs_meta(&m),
@@ -68,9 +75,14 @@ async fn model_metadata(state: web::Data<AppState>, path: web::Path<ModelPath>) 
     })))
 }
 
-async fn model_ready(state: web::Data<AppState>, path: web::Path<ModelPath>) -> Result<HttpResponse> {
+async fn model_ready(_: Caller, state: web::Data<AppState>, path: web::Path<ModelPath>) -> Result<HttpResponse> {
     let m = state.get(&path.name, path.version.as_deref())?;
-    Ok(HttpResponse::Ok().json(json!({"name": m.name, "ready": true})))
+    let body = json!({"name": m.name, "version": m.version.to_string(), "ready": m.worker.healthy()});
+    Ok(if m.worker.healthy() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    })
 }
 
 #[derive(Deserialize)]
@@ -100,6 +112,7 @@ struct InferRequest {
 }
 
 async fn infer(
+    _: Caller,
     state: web::Data<AppState>,
     path: web::Path<ModelPath>,
     body: web::Json<InferRequest>,
