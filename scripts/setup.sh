@@ -24,6 +24,10 @@ if ! .venv/bin/python -c "import numpy" 2>/dev/null; then
   log "installing numpy into .venv (for the PyTorch comparison scripts)"
   .venv/bin/pip install --quiet --disable-pip-version-check numpy
 fi
+if ! .venv/bin/python -c "import tritonclient.http" 2>/dev/null; then
+  log "installing tritonclient[http] into .venv (the independent KServe v2 client of the conformance test)"
+  .venv/bin/pip install --quiet --disable-pip-version-check "tritonclient[http]==2.73.0"
+fi
 TORCH_DIR="$(.venv/bin/python -c 'import os,torch; print(os.path.dirname(torch.__file__))')"
 ln -sfn "$TORCH_DIR" .libtorch
 LIBTORCH="$ROOT/.libtorch"

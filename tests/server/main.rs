@@ -6,6 +6,7 @@
 mod util;
 
 mod admin;
+mod conformance;
 mod errors;
 mod images;
 mod lifecycle;

@@ -18,18 +18,29 @@ use actix_web::{error::JsonPayloadError, web};
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         let limit = state.config.body_limit;
-        let json = web::JsonConfig::default().limit(limit).error_handler(move |e, _| {
-            match e {
-                JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-                    Error::TooLarge(limit)
+        // A missing Content-Type is taken as JSON (v2 clients such as tritonclient send none);
+        // a different one is refused.
+        let json = web::JsonConfig::default()
+            .limit(limit)
+            .content_type_required(false)
+            .error_handler(move |e, req| {
+                if req.headers().contains_key("inference-header-content-length") {
+                    return Error::BadRequest(
+                        "the binary tensor data extension is not supported; send the tensors as JSON".into(),
+                    )
+                    .into();
                 }
-                JsonPayloadError::ContentType => {
-                    Error::BadRequest("expected a JSON body with Content-Type: application/json".into())
+                match e {
+                    JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                        Error::TooLarge(limit)
+                    }
+                    JsonPayloadError::ContentType => {
+                        Error::BadRequest("expected a JSON body with Content-Type: application/json".into())
+                    }
+                    other => Error::BadRequest(format!("malformed JSON body: {other}")),
                 }
-                other => Error::BadRequest(format!("malformed JSON body: {other}")),
-            }
-            .into()
-        });
+                .into()
+            });
         cfg.app_data(web::Data::new(state))
             .app_data(json)
             .configure(v2::configure)

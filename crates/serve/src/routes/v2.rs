@@ -144,7 +144,11 @@ async fn infer(
             input.shape, m.manifest.input.shape
         )));
     }
-    let values = flatten(&input.data, &input.datatype)?;
+    let mut values = flatten(&input.data, &input.datatype)?;
+    if input.datatype == "UINT8" {
+        // UINT8 inputs are pixel bytes; the model takes pixels in 0..1, as decoded images give.
+        values.iter_mut().for_each(|v| *v /= 255.0);
+    }
     let expected = numel(&input.shape)?;
     if values.len() != expected {
         return Err(Error::BadRequest(format!(

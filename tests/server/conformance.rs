@@ -1,0 +1,105 @@
+//! An independent KServe v2 client, Triton's `tritonclient` from PyPI (installed into
+//! `.venv` by scripts/setup.sh), accepts the server's answers.
+
+use crate::util::{test_images, trained_package, Server};
+use kiln_package::Package;
+use kiln_tensor::Device;
+use serde_json::Value;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn python() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let py = root.join(".venv/bin/python");
+    assert!(py.exists(), "{} is missing: run scripts/setup.sh", py.display());
+    py
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    let mut out = Vec::new();
+    match v {
+        Value::Array(a) => a.iter().for_each(|x| out.extend(floats(x))),
+        x => out.push(x.as_f64().unwrap()),
+    }
+    out
+}
+
+#[test]
+fn tritonclient_accepts_the_v2_answers() {
+    let s = Server::start(&["--version-policy", "all", "--admin-token", "t0k"]);
+    let images: Vec<Vec<f32>> = test_images(5).into_iter().map(|(v, _)| v).collect();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/server/tritonclient_check.py");
+    let mut child = Command::new(python())
+        .arg(script)
+        .args([s.url.trim_start_matches("http://"), "fashion", "t0k"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(&images).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "tritonclient failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    assert_eq!(r["live"], true);
+    assert_eq!(r["ready"], true);
+    assert_eq!(r["model_ready"], true);
+    assert_eq!(r["server"]["name"], "kiln");
+    assert_eq!(r["model"]["versions"], serde_json::json!(["1", "2"]));
+    assert_eq!(r["model"]["inputs"][0]["shape"], serde_json::json!([-1, 1, 28, 28]));
+
+    // The answers equal the package's own, run in this process.
+    let package = Package::load(trained_package(), Device::Cpu).unwrap();
+    let ready: Vec<Vec<f32>> = images
+        .iter()
+        .map(|i| package.manifest.prepare_values(i.clone()).unwrap())
+        .collect();
+    let want_probs = package.probabilities(&ready).unwrap();
+    let want_logits = package.logits(&ready).unwrap();
+    let want_class: Vec<f64> = want_probs
+        .iter()
+        .map(|p| p.iter().enumerate().fold(0, |b, (i, v)| if *v > p[b] { i } else { b }) as f64)
+        .collect();
+    assert_eq!(r["fp32"]["id"], "tc-1");
+    assert_eq!(r["fp32"]["model_version"], "2");
+    for (got, want) in floats(&r["fp32"]["probabilities"]).iter().zip(want_probs.concat()) {
+        assert!((got - want as f64).abs() < 1e-5, "{got} vs {want}");
+    }
+    assert_eq!(floats(&r["fp32"]["class"]), want_class);
+    assert_eq!(r["fp64"]["model_version"], "1");
+    for (got, want) in floats(&r["fp64"]["logits"]).iter().zip(want_logits.concat()) {
+        assert!((got - want as f64).abs() < 1e-4, "{got} vs {want}");
+    }
+    // Pixel bytes, rounded from the same images: the same classes.
+    assert_eq!(floats(&r["uint8"]["class"]), want_class);
+
+    assert_eq!(r["unknown_model"]["status"], "404");
+    assert!(
+        r["unknown_model"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no model named"),
+        "{r}"
+    );
+    assert_eq!(r["bad_shape"]["status"], "400");
+    assert!(
+        r["bad_shape"]["message"].as_str().unwrap().contains("does not match"),
+        "{r}"
+    );
+
+    let index = r["index"].as_array().unwrap();
+    assert_eq!(index.len(), 2, "{r}");
+    assert!(index.iter().all(|v| v["state"] == "READY"), "{r}");
+    assert_eq!(r["ready_after_unload"], false);
+    assert_eq!(r["ready_after_load"], true);
+}
