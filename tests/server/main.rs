@@ -10,5 +10,6 @@ mod conformance;
 mod errors;
 mod images;
 mod lifecycle;
+mod openapi;
 mod protocol;
 mod repository;

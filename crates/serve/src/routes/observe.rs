@@ -8,7 +8,15 @@ use actix_web::{web, HttpResponse};
 use std::time::Instant;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics));
+    cfg.route("/metrics", web::get().to(metrics))
+        .route("/openapi.json", web::get().to(openapi));
+}
+
+/// The OpenAPI document of every endpoint, kept in the repository beside this crate.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
@@ -23,6 +31,8 @@ fn classify(path: &str) -> (String, String, &'static str) {
     match parts.as_slice() {
         ["predict"] => (String::new(), String::new(), "predict"),
         ["metrics"] => (String::new(), String::new(), "metrics"),
+        ["openapi.json"] => (String::new(), String::new(), "openapi"),
+        ["v2", "repository", ..] => (String::new(), String::new(), "management"),
         ["v2", "health", ..] => (String::new(), String::new(), "health"),
         ["v2", "models", name, rest @ ..] => {
             let (version, rest) = match rest {
@@ -57,4 +67,61 @@ pub async fn record(
             .observe(&model, &version, endpoint, res.status().as_u16(), start.elapsed());
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OPENAPI;
+    use std::collections::BTreeSet;
+
+    /// (method, path) of every `.route(...)` in the route modules, TF Serving's verb
+    /// routes written as the document writes them.
+    fn mounted() -> BTreeSet<(String, String)> {
+        let sources = [
+            include_str!("v2.rs"),
+            include_str!("admin.rs"),
+            include_str!("classic.rs"),
+            include_str!("tfserving.rs"),
+            include_str!("observe.rs"),
+        ];
+        let mut out = BTreeSet::new();
+        for src in sources {
+            for part in src.split(".route(\"").skip(1) {
+                let (path, rest) = part.split_once('"').unwrap();
+                let method = rest.split("web::").nth(1).unwrap().split('(').next().unwrap();
+                let path = match (method, path) {
+                    ("post", "/v1/models/{name}") => "/v1/models/{name}:predict".to_string(),
+                    ("post", "/v1/models/{name}/versions/{version}") => {
+                        "/v1/models/{name}/versions/{version}:predict".to_string()
+                    }
+                    _ => path.to_string(),
+                };
+                out.insert((method.to_string(), path));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_mounted_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut documented = BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+        let mounted = mounted();
+        assert!(mounted.len() >= 20, "the route scan found too little: {mounted:?}");
+        assert_eq!(
+            documented.difference(&mounted).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "documented but not mounted"
+        );
+        assert_eq!(
+            mounted.difference(&documented).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "mounted but not documented"
+        );
+    }
 }
