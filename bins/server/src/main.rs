@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, env = "KILN_MAX_BATCH", default_value_t = 64)]
     max_batch: usize,
     /// Milliseconds a batch waits for more requests (0: only what is already queued).
-    #[arg(long, env = "KILN_MAX_DELAY_MS", default_value_t = 2)]
+    #[arg(long, env = "KILN_MAX_DELAY_MS", default_value_t = 0)]
     max_delay_ms: u64,
     /// Requests a model's queue holds before the server answers 429.
     #[arg(long, env = "KILN_QUEUE_CAPACITY", default_value_t = 256)]

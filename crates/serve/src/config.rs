@@ -48,7 +48,7 @@ impl Default for ServeConfig {
             instances: 1,
             poll_interval: Some(Duration::from_secs(5)),
             max_batch: 64,
-            max_delay: Duration::from_millis(2),
+            max_delay: Duration::ZERO,
             queue_capacity: 256,
             threads_per_instance: 1,
             body_limit: 4 << 20,

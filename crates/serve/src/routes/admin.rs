@@ -52,6 +52,7 @@ struct Instances {
 
 async fn instances(
     _: Admin,
+    _: super::JsonOnly,
     state: web::Data<AppState>,
     name: web::Path<String>,
     body: web::Json<Instances>,

@@ -4,7 +4,7 @@
 //! class, its label, the probabilities and the top-k classes.
 
 use super::auth::Caller;
-use super::tensor::flatten;
+use super::tensor::{flatten, Data};
 use super::v2::argmax;
 use crate::{AppState, Error, Result};
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
@@ -12,7 +12,7 @@ use base64::Engine;
 use futures_util::StreamExt;
 use kiln_package::top_k;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/predict", web::post().to(predict));
@@ -23,7 +23,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 struct PredictRequest {
     /// The image's pixels scaled to 0..1, flat or nested.
     #[serde(default)]
-    image: Option<Value>,
+    image: Option<Data>,
     /// A PNG or JPEG, base64-encoded.
     #[serde(default)]
     image_base64: Option<String>,
@@ -55,7 +55,7 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>> {
 }
 
 enum Input {
-    Values(Value),
+    Values(Data),
     Encoded(Vec<u8>),
 }
 

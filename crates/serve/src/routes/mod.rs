@@ -11,7 +11,29 @@ mod v2;
 pub use observe::record;
 
 use crate::{AppState, Error};
-use actix_web::{error::JsonPayloadError, web};
+use actix_web::{dev::Payload, error::JsonPayloadError, web, FromRequest, HttpMessage, HttpRequest};
+use std::future::{ready, Ready};
+
+/// A request whose body may be read as JSON: `Content-Type: application/json` (or
+/// `+json`), or none at all, as v2 clients such as tritonclient send. Put before
+/// `web::Json` in a handler's arguments.
+struct JsonOnly;
+
+impl FromRequest for JsonOnly {
+    type Error = Error;
+    type Future = Ready<Result<JsonOnly, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let json = |m: &mime::Mime| m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON);
+        ready(match req.mime_type() {
+            Ok(None) => Ok(JsonOnly),
+            Ok(Some(m)) if json(&m) => Ok(JsonOnly),
+            _ => Err(Error::BadRequest(
+                "expected a JSON body with Content-Type: application/json".into(),
+            )),
+        })
+    }
+}
 
 /// Mounts every endpoint, with JSON bodies limited to the configured size and every
 /// body error answered as `{"error": ...}`.
@@ -19,7 +41,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         let limit = state.config.body_limit;
         // A missing Content-Type is taken as JSON (v2 clients such as tritonclient send none);
-        // a different one is refused.
+        // a different one is refused by `JsonOnly`.
         let json = web::JsonConfig::default()
             .limit(limit)
             .content_type_required(false)

@@ -7,9 +7,119 @@ use serde_json::Value;
 /// Deepest nesting accepted in `data`.
 const MAX_DEPTH: usize = 32;
 
-/// Flattens `data` (flat or nested arrays) into `f32`s, checking each element against
-/// `datatype` (BOOL, UINT8, INT8-INT64, FP32, FP64).
-pub fn flatten(data: &Value, datatype: &str) -> Result<Vec<f32>> {
+/// One element of a JSON tensor, as it was written.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scalar {
+    /// `true` or `false`.
+    Bool(bool),
+    /// A negative integer.
+    Int(i64),
+    /// A non-negative integer.
+    UInt(u64),
+    /// A number with a fraction or exponent.
+    Float(f64),
+    /// Anything else (a string, null, an object), kept to be named in the error.
+    Other(String),
+}
+
+/// A JSON tensor's elements, flat or nested arrays read straight into one list (no
+/// intermediate JSON tree: this is the hot path of every request).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Data(pub Vec<Scalar>);
+
+struct Collector<'a> {
+    out: &'a mut Vec<Scalar>,
+    depth: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Collector<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Collector<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("numbers or booleans, flat or in nested arrays")
+    }
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<(), E> {
+        self.out.push(Scalar::Bool(v));
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<(), E> {
+        self.out
+            .push(if v >= 0 { Scalar::UInt(v as u64) } else { Scalar::Int(v) });
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<(), E> {
+        self.out.push(Scalar::UInt(v));
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<(), E> {
+        self.out.push(Scalar::Float(v));
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<(), E> {
+        self.out.push(Scalar::Other(format!("{v:?}")));
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> std::result::Result<(), E> {
+        self.out.push(Scalar::Other("null".into()));
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        self.out.push(Scalar::Other("an object".into()));
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(serde::de::Error::custom(format!(
+                "data is nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        if let Some(n) = seq.size_hint() {
+            self.out.reserve(n);
+        }
+        while seq
+            .next_element_seed(Collector {
+                out: self.out,
+                depth: self.depth + 1,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Data {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Data, D::Error> {
+        let mut out = Vec::new();
+        d.deserialize_any(Collector {
+            out: &mut out,
+            depth: 0,
+        })?;
+        Ok(Data(out))
+    }
+}
+
+impl Data {
+    /// Reads the elements of a JSON value (for bodies parsed as a tree first).
+    pub fn from_value(v: &Value) -> Result<Data> {
+        serde::Deserialize::deserialize(v).map_err(|e: serde_json::Error| Error::BadRequest(e.to_string()))
+    }
+}
+
+/// The elements of `data` as `f32`s, each checked against `datatype` (BOOL, UINT8,
+/// INT8-INT64, FP32, FP64).
+pub fn flatten(data: &Data, datatype: &str) -> Result<Vec<f32>> {
     let kind = match datatype {
         "BOOL" => Kind::Bool,
         "UINT8" => Kind::Int(0.0, 255.0),
@@ -24,9 +134,17 @@ pub fn flatten(data: &Value, datatype: &str) -> Result<Vec<f32>> {
             )))
         }
     };
-    let mut out = Vec::new();
-    walk(data, kind, datatype, 0, &mut out)?;
-    Ok(out)
+    data.0.iter().map(|v| element(v, kind, datatype)).collect()
+}
+
+fn number(v: &Scalar) -> String {
+    match v {
+        Scalar::Int(i) => i.to_string(),
+        Scalar::UInt(u) => u.to_string(),
+        Scalar::Float(f) => f.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Other(o) => o.clone(),
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -36,41 +154,84 @@ enum Kind {
     Float,
 }
 
-fn walk(v: &Value, kind: Kind, dt: &str, depth: usize, out: &mut Vec<f32>) -> Result<()> {
-    if depth > MAX_DEPTH {
-        return Err(Error::BadRequest(format!(
-            "data is nested deeper than {MAX_DEPTH} levels"
-        )));
-    }
+fn element(v: &Scalar, kind: Kind, dt: &str) -> Result<f32> {
     match (v, kind) {
-        (Value::Array(items), _) => items.iter().try_for_each(|i| walk(i, kind, dt, depth + 1, out)),
-        (Value::Bool(b), Kind::Bool) => {
-            out.push(if *b { 1.0 } else { 0.0 });
-            Ok(())
-        }
-        (Value::Number(n), Kind::Int(lo, hi)) => {
-            match n.as_i64().map(|i| i as f64).or_else(|| n.as_u64().map(|u| u as f64)) {
-                Some(i) if (lo..=hi).contains(&i) => {
-                    out.push(i as f32);
-                    Ok(())
-                }
-                _ => Err(Error::BadRequest(format!(
-                    "{n} is not a {dt} value (an integer in [{lo}, {hi}])"
-                ))),
+        (Scalar::Bool(b), Kind::Bool) => Ok(if *b { 1.0 } else { 0.0 }),
+        (Scalar::Int(_) | Scalar::UInt(_), Kind::Int(lo, hi)) => {
+            let i = match v {
+                Scalar::Int(i) => *i as f64,
+                Scalar::UInt(u) => *u as f64,
+                _ => f64::NAN,
+            };
+            if (lo..=hi).contains(&i) {
+                Ok(i as f32)
+            } else {
+                Err(Error::BadRequest(format!(
+                    "{i} is not a {dt} value (an integer in [{lo}, {hi}])"
+                )))
             }
         }
-        (Value::Number(n), Kind::Float) => match n.as_f64() {
-            Some(f) if (f as f32).is_finite() => {
-                out.push(f as f32);
-                Ok(())
-            }
-            _ => Err(Error::BadRequest(format!("{n} is not a finite {dt} value"))),
-        },
-        (other, _) => Err(Error::BadRequest(format!("{other} is not a {dt} value"))),
+        (Scalar::Int(i), Kind::Float) => Ok(*i as f32),
+        (Scalar::UInt(u), Kind::Float) => Ok(*u as f32),
+        (Scalar::Float(f), Kind::Float) if (*f as f32).is_finite() => Ok(*f as f32),
+        (Scalar::Float(f), Kind::Float) => Err(Error::BadRequest(format!("{f} is not a finite {dt} value"))),
+        (Scalar::Float(f), Kind::Int(lo, hi)) => Err(Error::BadRequest(format!(
+            "{f} is not a {dt} value (an integer in [{lo}, {hi}])"
+        ))),
+        (Scalar::Bool(b), _) => Err(Error::BadRequest(format!("{b} is not a {dt} value"))),
+        (Scalar::Int(_) | Scalar::UInt(_) | Scalar::Float(_), Kind::Bool) => Err(Error::BadRequest(format!(
+            "{} is not a BOOL value (true or false)",
+            number(v)
+        ))),
+        (Scalar::Other(o), _) => Err(Error::BadRequest(format!("{o} is not a {dt} value"))),
     }
 }
 
 /// The element count of `shape`, or an error for a negative or overflowing one.
 pub fn numel(shape: &[i64]) -> Result<usize> {
     kiln_tensor::convert::numel(shape).map_err(|e| Error::BadRequest(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> std::result::Result<Data, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn nested_data_reads_flat_and_is_checked_per_datatype() {
+        let d = parse("[[1, 2.5], [[-3]], true]").unwrap();
+        assert_eq!(
+            d.0,
+            [Scalar::UInt(1), Scalar::Float(2.5), Scalar::Int(-3), Scalar::Bool(true)]
+        );
+        assert_eq!(
+            flatten(&parse("[[1, 2.5], [-3]]").unwrap(), "FP32").unwrap(),
+            [1.0, 2.5, -3.0]
+        );
+        assert_eq!(flatten(&parse("[true, false]").unwrap(), "BOOL").unwrap(), [1.0, 0.0]);
+        assert_eq!(flatten(&parse("[0, 255]").unwrap(), "UINT8").unwrap(), [0.0, 255.0]);
+        for (json, dt, needle) in [
+            ("[256]", "UINT8", "not a UINT8 value"),
+            ("[-1]", "UINT8", "not a UINT8 value"),
+            ("[1.5]", "INT32", "not a INT32 value"),
+            ("[1]", "BOOL", "not a BOOL value"),
+            ("[true]", "FP32", "true is not a FP32 value"),
+            ("[\"zero\"]", "FP32", "\"zero\" is not a FP32 value"),
+            ("[null]", "FP32", "null is not a FP32 value"),
+            ("[{\"a\": 1}]", "FP32", "an object is not a FP32 value"),
+            ("[1e300]", "FP32", "not a finite FP32 value"),
+            ("[1]", "FP16", "not supported"),
+        ] {
+            let e = flatten(&parse(json).unwrap(), dt).unwrap_err().to_string();
+            assert!(e.contains(needle), "{json} as {dt}: {e}");
+        }
+        let deep = format!("{}1{}", "[".repeat(33), "]".repeat(33));
+        assert!(parse(&deep).unwrap_err().contains("nested deeper than 32"));
+        let ok = format!("{}1{}", "[".repeat(32), "]".repeat(32));
+        assert_eq!(parse(&ok).unwrap().0, [Scalar::UInt(1)]);
+        assert_eq!(Data::from_value(&serde_json::json!([[1, 2]])).unwrap().0.len(), 2);
+    }
 }

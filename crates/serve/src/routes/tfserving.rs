@@ -2,7 +2,7 @@
 //! `instances` (row form) or `inputs` (columnar form), and `GET /v1/models/{name}` status.
 
 use super::auth::Caller;
-use super::tensor::flatten;
+use super::tensor::{flatten, Data};
 use crate::{AppState, Error, Result};
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -58,6 +58,7 @@ async fn status(_: Caller, state: web::Data<AppState>, name: web::Path<String>) 
 
 async fn predict(
     _: Caller,
+    _: super::JsonOnly,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Json<PredictRequest>,
@@ -68,6 +69,7 @@ async fn predict(
 
 async fn predict_version(
     _: Caller,
+    _: super::JsonOnly,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<PredictRequest>,
@@ -109,7 +111,7 @@ async fn run(
                 other => other.clone(),
             };
             m.manifest
-                .prepare_values(flatten(&v, "FP64")?)
+                .prepare_values(flatten(&Data::from_value(&v)?, "FP64")?)
                 .map_err(|e| Error::BadRequest(e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -1,7 +1,7 @@
 //! The KServe v2 / Open Inference Protocol endpoints.
 
 use super::auth::Caller;
-use super::tensor::{flatten, numel};
+use super::tensor::{flatten, numel, Data};
 use crate::{AppState, Error, Model, Result};
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -90,7 +90,7 @@ struct InferInput {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    data: Value,
+    data: Data,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +113,7 @@ struct InferRequest {
 
 async fn infer(
     _: Caller,
+    _: super::JsonOnly,
     state: web::Data<AppState>,
     path: web::Path<ModelPath>,
     body: web::Json<InferRequest>,
