@@ -8,3 +8,5 @@ bash scripts/setup.sh
 cargo test --workspace --benches --no-run
 # Unit, integration, end-to-end and doc tests of every crate and binary.
 cargo test --workspace --no-fail-fast
+# The Kubernetes manifests against the Kubernetes API schemas.
+bash docker/k8s/validate.sh

@@ -93,7 +93,12 @@ fn bad_requests_are_answered_and_the_server_keeps_serving() {
         deep = json!([deep]);
     }
     let too_deep = json!({"inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": deep}]});
-    assert_error(&s, s.post("/v2/models/fashion/infer", &too_deep), 400, "nested deeper than 32");
+    assert_error(
+        &s,
+        s.post("/v2/models/fashion/infer", &too_deep),
+        400,
+        "nested deeper than 32",
+    );
     let deep_predict = json!({"image": deep});
     assert_error(&s, s.post("/predict", &deep_predict), 400, "nested deeper than 32");
     assert_error(

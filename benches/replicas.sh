@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Three kiln-serve replicas behind HAProxy (docker/compose.yaml) against one kiln-serve
+# container, side by side in one run: v2 inference of one image at concurrency 64 with
+# wrk on the same machine, DURATION seconds each (default 10). On a 2-core machine all
+# four containers and the load generator share the same 2 cores, so this shows the
+# balancer's overhead more than scaling.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+DURATION="${DURATION:-10}"
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+bash docker/build.sh
+cargo build --release -q -p kiln-trainer
+WORK="$(mktemp -d)"
+PROJECT="kilnbench$$"
+cleanup() {
+  docker-compose -p "$PROJECT" -f docker/compose.yaml down -t 5 >/dev/null 2>&1 || true
+  docker rm -f "$PROJECT-single" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "[bench] training the MLP (1 epoch) for its weights" >&2
+./target/release/kiln-train train -q --config configs/fashion-mlp.toml --out "$WORK/run" --epochs 1 >/dev/null
+mkdir -p "$WORK/repo/fashion-mlp/1"
+cp "$WORK/run/package/manifest.json" "$WORK/run/package/weights.safetensors" "$WORK/repo/fashion-mlp/1/"
+chmod -R a+rX "$WORK/repo"
+DATA="${KILN_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"
+python3 - "$DATA/t10k-images-idx3-ubyte.gz" > "$WORK/body.json" <<'PY'
+import gzip, json, sys
+raw = gzip.open(sys.argv[1]).read()
+data = [round(b / 255, 4) for b in raw[16:16 + 784]]
+print(json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": data}]}))
+PY
+cat > "$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open("$WORK/body.json"):read("*a")
+LUA
+ready() { for _ in $(seq 1 600); do curl -sf -o /dev/null "$1/v2/health/ready" && return 0; sleep 0.1; done; return 1; }
+measure() { # name url
+  wrk -t2 -c64 -d"${DURATION}s" --latency -s "$WORK/post.lua" "$2/v2/models/fashion-mlp/infer" > "$WORK/wrk.txt" 2>&1
+  python3 - "$1" "$WORK/wrk.txt" <<'PY'
+import re, sys
+name, text = sys.argv[1], open(sys.argv[2]).read()
+def ms(v):
+    n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
+    return float(n) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[u]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(re.search(r"\s50%\s+(\S+)", text).group(1))
+p99 = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
+bad = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", text))
+print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {bad} |")
+PY
+}
+
+echo "| set-up (concurrency 64) | requests/s | p50 ms | p99 ms | failed |"
+echo "|---|---:|---:|---:|---:|"
+KILN_MODELS="$WORK/repo" KILN_PORT=18600 KILN_STATS_PORT=18601 \
+  docker-compose -p "$PROJECT" -f docker/compose.yaml up -d >/dev/null 2>&1
+ready http://127.0.0.1:18600
+sleep 3
+measure "3 replicas behind HAProxy" http://127.0.0.1:18600
+docker-compose -p "$PROJECT" -f docker/compose.yaml down -t 5 >/dev/null 2>&1
+docker run -d --name "$PROJECT-single" --read-only -p 127.0.0.1:18602:8080 \
+  -v "$WORK/repo:/models:ro" kiln-serve:latest >/dev/null
+ready http://127.0.0.1:18602
+measure "1 replica, direct" http://127.0.0.1:18602

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Builds the kiln-serve image (tag: $KILN_IMAGE, default kiln-serve:latest) from
+# docker/Dockerfile, and the load balancer image of docker/compose.yaml
+# (kiln-lb:latest).
+#
+# On a normal machine `docker build -f docker/Dockerfile -t kiln-serve .` does the same
+# from public base images. This script is for machines that cannot pull images: it makes
+# the bases locally, once, with debootstrap from the machine's own Debian mirror, and
+# passes them to the same Dockerfile as build arguments:
+#   kiln-runtime-base:bookworm  minimal Debian 12 with curl and CA certificates
+#   kiln-lb-base:bookworm       the same with HAProxy
+#   kiln-build-base:bookworm    Debian 12 with gcc, this machine's Rust toolchain, its
+#                               cargo registry cache (the build runs --offline) and the
+#                               libtorch that scripts/setup.sh installed
+# Safe to run again: existing bases are reused; Docker's cache makes a rebuild quick.
+# PUBLIC_BASES=1 builds from the public images instead.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+IMAGE="${KILN_IMAGE:-kiln-serve:latest}"
+log() { echo "[docker] $*" >&2; }
+
+if [ -n "${PUBLIC_BASES:-}" ]; then
+  docker build -f docker/Dockerfile -t "$IMAGE" .
+  docker build -f docker/lb/Dockerfile -t kiln-lb:latest docker/lb
+  exit 0
+fi
+
+# The Debian mirror apt uses on this machine.
+mirror() {
+  local m=""
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    m="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)"
+  fi
+  if [ -z "$m" ] && [ -f /etc/apt/sources.list ]; then
+    m="$(awk '$1 == "deb" {print $2; exit}' /etc/apt/sources.list)"
+  fi
+  [ -n "$m" ] || { echo "no Debian mirror found in /etc/apt" >&2; exit 1; }
+  echo "$m"
+}
+
+need_debootstrap() {
+  command -v debootstrap >/dev/null && return
+  log "installing debootstrap from Debian's packages"
+  apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null
+}
+
+WORK="$(mktemp -d /var/tmp/kiln-docker.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
+
+# debootstrap NAME PACKAGES -> a root filesystem in $WORK/NAME
+rootfs() {
+  need_debootstrap
+  log "debootstrap $1 (bookworm, minbase + $2)"
+  debootstrap --variant=minbase --include="$2" bookworm "$WORK/$1" "$(mirror)" >"$WORK/$1.log" 2>&1 \
+    || { tail -20 "$WORK/$1.log" >&2; exit 1; }
+  rm -rf "$WORK/$1"/var/cache/apt/archives/*.deb "$WORK/$1"/var/lib/apt/lists/*
+}
+
+PATH_ENV='ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+if ! docker image inspect kiln-runtime-base:bookworm >/dev/null 2>&1; then
+  rootfs runtime ca-certificates,curl
+  tar -C "$WORK/runtime" -c . | docker import -c "$PATH_ENV" - kiln-runtime-base:bookworm >/dev/null
+  rm -rf "$WORK/runtime"
+fi
+
+if ! docker image inspect kiln-lb-base:bookworm >/dev/null 2>&1; then
+  rootfs lb ca-certificates,haproxy
+  tar -C "$WORK/lb" -c . | docker import -c "$PATH_ENV" - kiln-lb-base:bookworm >/dev/null
+  rm -rf "$WORK/lb"
+fi
+
+if ! docker image inspect kiln-build-base:bookworm >/dev/null 2>&1; then
+  bash scripts/setup.sh >/dev/null
+  rootfs build ca-certificates,gcc,g++,libc6-dev,make,binutils,curl
+  B="$WORK/build"
+  log "adding the Rust toolchain, the cargo registry cache and libtorch"
+  SYSROOT="$(rustc --print sysroot)"
+  mkdir -p "$B/usr/local/rust" "$B/usr/local/cargo" "$B/opt/libtorch/lib"
+  cp -a "$SYSROOT"/. "$B/usr/local/rust/"
+  cp -a "${CARGO_HOME:-$HOME/.cargo}/registry" "$B/usr/local/cargo/"
+  cp -a .libtorch/include "$B/opt/libtorch/"
+  for lib in libtorch_cpu.so libtorch.so libc10.so libgomp.so.1 libshm.so libtorch_global_deps.so; do
+    cp -L ".libtorch/lib/$lib" "$B/opt/libtorch/lib/"
+  done
+  NV="$(readlink -f .libtorch)/../nvidia/cu13/lib"
+  cp -L "$NV/libcudart.so.13" "$NV/libcupti.so.13" "$B/opt/libtorch/lib/"
+  tar -C "$B" -c . | docker import -c "$PATH_ENV" -c 'ENV CARGO_HOME=/usr/local/cargo' - kiln-build-base:bookworm >/dev/null
+  rm -rf "$B"
+fi
+
+# docker build, its output kept in a log shown when it fails.
+build() {
+  docker build "$@" >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log" >&2; exit 1; }
+}
+log "building $IMAGE (compiles kiln-serve in the build stage: several minutes the first time)"
+build -f docker/Dockerfile \
+  --build-arg BUILD_BASE=kiln-build-base:bookworm \
+  --build-arg RUNTIME_BASE=kiln-runtime-base:bookworm \
+  --build-arg CARGO_FLAGS="--locked --offline" \
+  -t "$IMAGE" .
+log "building kiln-lb:latest"
+build -f docker/lb/Dockerfile --build-arg LB_BASE=kiln-lb-base:bookworm -t kiln-lb:latest docker/lb
+docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^(kiln-serve|kiln-lb):' >&2

@@ -1,0 +1,118 @@
+//! Tests of the kiln-serve container image and of three replicas behind the load
+//! balancer (docker/). They build the images with docker/build.sh when missing, and are
+//! skipped, saying why, only where no Docker engine answers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../server/util.rs"]
+#[allow(dead_code)]
+mod util;
+
+mod compose;
+mod image;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs a command, returning its output; panics with its stderr when it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `docker ARGS`, stdout trimmed.
+pub fn docker(args: &[&str]) -> String {
+    String::from_utf8_lossy(&run(Command::new("docker").args(args)).stdout)
+        .trim()
+        .to_string()
+}
+
+/// Whether a Docker engine answers; prints why not.
+pub fn docker_answers() -> bool {
+    static ANSWERS: OnceLock<bool> = OnceLock::new();
+    *ANSWERS.get_or_init(|| {
+        match Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .output()
+        {
+            Ok(o) if o.status.success() => true,
+            Ok(o) => {
+                eprintln!(
+                    "SKIPPED: no Docker engine answers (`docker info`: {})",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                false
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: the docker command cannot run: {e}");
+                false
+            }
+        }
+    })
+}
+
+/// The images, built once per test process with docker/build.sh when missing.
+pub fn images() {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if *built {
+        return;
+    }
+    let have = |i: &str| {
+        Command::new("docker")
+            .args(["image", "inspect", i])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("kiln-serve:latest") || !have("kiln-lb:latest") {
+        eprintln!("building the images with docker/build.sh (several minutes the first time)");
+        run(Command::new("bash").arg(root().join("docker/build.sh")));
+    }
+    *built = true;
+}
+
+/// A model repository in a folder Docker can mount, holding the trained test package as
+/// `fashion` version 1, readable by the image's non-root user.
+pub fn repository() -> tempfile::TempDir {
+    let repo = tempfile::tempdir().unwrap();
+    util::copy_dir(util::trained_package(), &repo.path().join("fashion/1"));
+    run(Command::new("chmod").args(["-R", "a+rX"]).arg(repo.path()));
+    repo
+}
+
+/// Polls `cond` every 100 ms for up to `secs` seconds.
+pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An HTTP client that reports statuses rather than failing on them.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// GET `url`: status and body, or None when nothing answers.
+pub fn get(url: &str) -> Option<(u16, String)> {
+    let mut r = agent().get(url).call().ok()?;
+    Some((r.status().as_u16(), r.body_mut().read_to_string().ok()?))
+}
