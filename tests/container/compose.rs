@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 /// A compose project, taken down when dropped.
 struct Project {
     name: String,
-    port: u16,
     _repo: tempfile::TempDir,
 }
 
@@ -23,9 +22,16 @@ impl Project {
             .arg(root().join("docker/compose.yaml"))
             .args(args)
             .env("KILN_MODELS", self._repo.path())
-            .env("KILN_PORT", self.port.to_string())
-            .env("KILN_STATS_PORT", (self.port + 1).to_string());
+            // Ports Docker picks (`127.0.0.1::8080`), read back with `port`.
+            .env("KILN_PORT", "127.0.0.1:")
+            .env("KILN_STATS_PORT", "127.0.0.1:");
         c
+    }
+
+    /// `http://ADDRESS` where the balancer's `port` is published.
+    fn url(&self, port: &str) -> String {
+        let out = run(&mut self.compose(&["port", "lb", port]));
+        format!("http://{}", String::from_utf8_lossy(&out.stdout).trim())
     }
 
     fn container(&self, service: &str) -> String {
@@ -52,22 +58,8 @@ impl Drop for Project {
     }
 }
 
-fn free_port() -> u16 {
-    // Two consecutive free ports (the balancer and its stats page).
-    loop {
-        let p = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-}
-
 /// Sends requests from 32 clients until `stop`; counts answers and failures.
-fn load(url: &str, stop: &AtomicBool, ok: &AtomicU64, failed: &Mutex<Vec<String>>) {
+fn load(url: &str, stop: &AtomicBool, ok: &AtomicU64, failed: &Mutex<Vec<String>>, t0: Instant) {
     let body = v2_request(&[test_images(1).remove(0).0]);
     std::thread::scope(|s| {
         for _ in 0..32 {
@@ -78,8 +70,15 @@ fn load(url: &str, stop: &AtomicBool, ok: &AtomicU64, failed: &Mutex<Vec<String>
                         Ok(r) if r.status().as_u16() == 200 => {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
-                        Ok(r) => failed.lock().unwrap().push(format!("status {}", r.status())),
-                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                        Ok(r) => failed.lock().unwrap().push(format!(
+                            "{:.1}s: status {}",
+                            t0.elapsed().as_secs_f64(),
+                            r.status()
+                        )),
+                        Err(e) => failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("{:.1}s: {e}", t0.elapsed().as_secs_f64())),
                     }
                 }
             });
@@ -95,13 +94,13 @@ fn replicas_survive_a_killed_replica_and_a_rolling_replacement_under_load() {
     images();
     let project = Project {
         name: format!("kilntest{}", std::process::id()),
-        port: free_port(),
         _repo: repository(),
     };
     run(&mut project.compose(&["up", "-d"]));
-    let url = format!("http://127.0.0.1:{}", project.port);
+    let url = project.url("8080");
+    let stats = format!("{}/stats;csv", project.url("8404"));
     let all_up = || {
-        get(&format!("http://127.0.0.1:{}/stats;csv", project.port + 1)).is_some_and(|(_, csv)| {
+        get(&stats).is_some_and(|(_, csv)| {
             csv.lines()
                 .filter(|l| l.starts_with("replicas,kiln") && l.contains(",UP,"))
                 .count()
@@ -114,14 +113,18 @@ fn replicas_survive_a_killed_replica_and_a_rolling_replacement_under_load() {
     let ok = AtomicU64::new(0);
     let failed = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        s.spawn(|| load(&url, &stop, &ok, &failed));
         let started = Instant::now();
+        let (url, stop, ok, failed) = (&url, &stop, &ok, &failed);
+        s.spawn(move || load(url, stop, ok, failed, started));
+        let phase = |what: &str| eprintln!("{:.1}s: {what}", started.elapsed().as_secs_f64());
         std::thread::sleep(Duration::from_secs(4));
 
         // SIGKILL one replica, restart it, and see it answer again.
         let victim = project.container("kiln2");
+        phase("SIGKILL kiln2");
         docker(&["kill", "-s", "KILL", &victim]);
         std::thread::sleep(Duration::from_secs(6));
+        phase("start kiln2");
         docker(&["start", &victim]);
         wait_for("the killed replica to be back up", 90, all_up);
         let before = project.answered("kiln2");
@@ -136,6 +139,7 @@ fn replicas_survive_a_killed_replica_and_a_rolling_replacement_under_load() {
         // Replace every replica, one by one.
         for service in ["kiln1", "kiln2", "kiln3"] {
             let old = project.container(service);
+            phase(&format!("replace {service}"));
             run(&mut project.compose(&["up", "-d", "--no-deps", "--force-recreate", service]));
             assert_ne!(project.container(service), old, "{service} was not replaced");
             wait_for(&format!("the new {service} to be up"), 90, all_up);
