@@ -40,18 +40,7 @@ LUA
 ready() { for _ in $(seq 1 600); do curl -sf -o /dev/null "$1/v2/health/ready" && return 0; sleep 0.1; done; return 1; }
 measure() { # name url
   wrk -t2 -c64 -d"${DURATION}s" --latency -s "$WORK/post.lua" "$2/v2/models/fashion-mlp/infer" > "$WORK/wrk.txt" 2>&1
-  python3 - "$1" "$WORK/wrk.txt" <<'PY'
-import re, sys
-name, text = sys.argv[1], open(sys.argv[2]).read()
-def ms(v):
-    n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[u]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p50 = ms(re.search(r"\s50%\s+(\S+)", text).group(1))
-p99 = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
-bad = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", text))
-print(f"| {name} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {bad} |")
-PY
+  python3 benches/wrk_summary.py "$WORK/wrk.txt" "$1"
 }
 
 echo "| set-up (concurrency 64) | requests/s | p50 ms | p99 ms | failed |"

@@ -76,23 +76,10 @@ run_wrk() { # name url concurrency pid
   local t0; t0=$(cpu_ticks "$4")
   wrk -t"$t" -c"$c" -d"${DURATION}s" --timeout 10s --latency -s "$WORK/post.lua" "$2" > "$WORK/wrk.txt" 2>&1 || true
   local t1; t1=$(cpu_ticks "$4")
-  python3 - "$1" "$c" "$WORK/wrk.txt" "$((t1 - t0))" "$(getconf CLK_TCK)" <<'PY'
-import re, sys
-name, c, text = sys.argv[1], sys.argv[2], open(sys.argv[3]).read()
-ticks, hz = int(sys.argv[4]), int(sys.argv[5])
-total = int(re.search(r"(\d+) requests in", text).group(1))
-cpu_us = ticks / hz / max(total, 1) * 1e6
-def ms(v):
-    n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p50 = ms(re.search(r"\s50%\s+(\S+)", text).group(1))
-p99 = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
-bad = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", text))
-sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-errors = bad + (sum(int(x) for x in sock.groups()) if sock else 0)
-print(f"| {name} | {c} | {rps:,.0f} | {p50:.2f} | {p99:.2f} | {cpu_us:,.0f} | {errors} |")
-PY
+  local total cpu
+  total=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
+  cpu=$(python3 -c "print(f'{$((t1 - t0)) / $(getconf CLK_TCK) / max(${total:-0}, 1) * 1e6:,.0f}')")
+  python3 benches/wrk_summary.py "$WORK/wrk.txt" "$1|$c" "$cpu"
 }
 
 PORT=18500

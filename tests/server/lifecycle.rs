@@ -12,6 +12,19 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The server's one queued request was dropped without running, and it still serves.
+fn assert_dropped_unrun(s: &Server, what: &str) {
+    wait_for(&format!("{what} to be dropped"), || {
+        s.metric("kiln_cancelled_total", "model=\"fashion\"") == 1.0
+    });
+    assert_eq!(
+        s.metric("kiln_batch_size_count", "model=\"fashion\""),
+        0.0,
+        "{what} ran anyway"
+    );
+    assert!(s.healthy());
+}
+
 #[test]
 fn a_request_past_its_deadline_gets_504_and_is_dropped_unrun() {
     // Batches wait 3 s for company; requests may wait 1 s.
@@ -28,15 +41,7 @@ fn a_request_past_its_deadline_gets_504_and_is_dropped_unrun() {
         started.elapsed() < Duration::from_secs(3),
         "answered only after the batch ran"
     );
-    wait_for("the expired request to be dropped", || {
-        s.metric("kiln_cancelled_total", "model=\"fashion\"") == 1.0
-    });
-    assert_eq!(
-        s.metric("kiln_batch_size_count", "model=\"fashion\""),
-        0.0,
-        "it ran anyway"
-    );
-    assert!(s.healthy());
+    assert_dropped_unrun(&s, "the expired request");
 }
 
 #[test]
@@ -57,15 +62,7 @@ fn a_client_that_hangs_up_has_its_request_dropped_unrun() {
         s.metric("kiln_queue_depth", "model=\"fashion\"") == 1.0
     });
     drop(conn);
-    wait_for("the abandoned request to be dropped", || {
-        s.metric("kiln_cancelled_total", "model=\"fashion\"") == 1.0
-    });
-    assert_eq!(
-        s.metric("kiln_batch_size_count", "model=\"fashion\""),
-        0.0,
-        "it ran anyway"
-    );
-    assert!(s.healthy());
+    assert_dropped_unrun(&s, "the abandoned request");
 }
 
 #[test]
