@@ -1,16 +1,8 @@
 //! Deadlines, clients that go away, and shutdown under load.
 
-use crate::util::{test_images, v2_request, Server};
+use crate::util::{test_images, v2_request, wait_for, Server};
 use std::io::Write;
 use std::time::{Duration, Instant};
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The server's one queued request was dropped without running, and it still serves.
 fn assert_dropped_unrun(s: &Server, what: &str) {

@@ -1,23 +1,10 @@
 //! The repository is polled: new versions are served, removed ones unloaded, broken ones
 //! reported while the others keep serving; all while clients keep sending requests.
 
-use crate::util::{copy_dir, test_images, trained_package, v2_request, Server};
+use crate::util::{copy_dir, test_images, trained_package, v2_request, wait_for, Server};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    start.elapsed()
-}
 
 fn served_versions(s: &Server) -> Vec<String> {
     let (_, meta) = s.get("/v2/models/fashion");

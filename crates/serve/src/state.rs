@@ -1,7 +1,7 @@
 //! `AppState`: the served models, shared by every request handler, and how they follow
 //! the repository on disk ([`AppState::sync`]).
 
-use crate::metrics::{InstanceMetrics, Metrics};
+use crate::metrics::{lock, InstanceMetrics, Metrics};
 use crate::policy::{check_instances, ModelSettings};
 use crate::worker::{Backend, Job, Loader, Worker};
 use crate::{scan, Error, Result, ServeConfig, VersionPolicy};
@@ -90,10 +90,6 @@ pub struct AppState {
     pub config: Arc<ServeConfig>,
     /// Request metrics.
     pub metrics: Arc<Metrics>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl AppState {
@@ -408,11 +404,7 @@ impl AppState {
 
     /// Names of the models with at least one version served.
     pub fn names(&self) -> Vec<String> {
-        self.read()
-            .iter()
-            .filter(|(_, e)| !e.versions.is_empty())
-            .map(|(n, _)| n.clone())
-            .collect()
+        names_of(&self.read())
     }
 
     /// Whether the server can answer: some version is served and each served version has
@@ -451,7 +443,7 @@ impl AppState {
         let e = models.get(name).ok_or_else(|| {
             Error::NotFound(format!(
                 "no model named {name:?}; served models: {:?}",
-                self.names_of(&models)
+                names_of(&models)
             ))
         })?;
         if e.versions.is_empty() {
@@ -476,14 +468,6 @@ impl AppState {
                 e.versions.keys().collect::<Vec<_>>()
             ))
         })
-    }
-
-    fn names_of(&self, models: &BTreeMap<String, Entry>) -> Vec<String> {
-        models
-            .iter()
-            .filter(|(_, e)| !e.versions.is_empty())
-            .map(|(n, _)| n.clone())
-            .collect()
     }
 
     /// The default model for endpoints that name none: the only one, else an error.
@@ -519,6 +503,15 @@ impl AppState {
             Err(_) => Err(Error::Timeout(self.config.request_timeout.as_millis())),
         }
     }
+}
+
+/// Names of the models in `models` with at least one version served.
+fn names_of(models: &BTreeMap<String, Entry>) -> Vec<String> {
+    models
+        .iter()
+        .filter(|(_, e)| !e.versions.is_empty())
+        .map(|(n, _)| n.clone())
+        .collect()
 }
 
 fn describe_failures(failed: &BTreeMap<u64, Failure>) -> String {

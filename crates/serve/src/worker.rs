@@ -7,7 +7,7 @@
 //! healthy instance fewer (not ready when none is left), and a fresh thread loads the
 //! model again.
 
-use crate::metrics::InstanceMetrics;
+use crate::metrics::{lock, InstanceMetrics};
 use crate::{Error, Result, ServeConfig};
 use crossbeam_channel::{bounded, select, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -132,10 +132,6 @@ impl Worker {
     pub fn healthy(&self) -> bool {
         self.metrics.healthy.load(Ordering::Relaxed) > 0
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Starts instance `index` on a new thread. `ready` hears the result of its first load;
