@@ -77,7 +77,7 @@ fn a_corrupt_package_is_refused_by_eval_and_predict() {
     std::fs::write(&weights, bytes).unwrap();
     let pkg = out.join("package");
     let o = kiln_train(&["eval", "--package", pkg.to_str().unwrap()]);
-    assert_fails(&o, 1, &["weights.safetensors", "sha256"]);
+    assert_fails(&o, 4, &["weights.safetensors", "sha256"]);
     let o = kiln_train(&["predict", "--package", pkg.to_str().unwrap(), "x.png"]);
-    assert_fails(&o, 1, &["sha256"]);
+    assert_fails(&o, 4, &["sha256"]);
 }

@@ -11,29 +11,39 @@ fn quick(out: &Path, config: &Path) -> std::process::Output {
     kiln_train(&["train", "--quiet", "--threads", "1", "--config", c, "--out", o])
 }
 
-#[test]
-fn a_csv_file_of_features_trains_and_evaluates() {
-    let dir = tempfile::tempdir().unwrap();
+/// Writes samples `range` of Fashion-MNIST's training set as `dir/name`: 49 features per
+/// row (a 7x7 subsample of each image) and the class name as the label, keeping the rows
+/// whose class name `keep` accepts and renaming classes with `rename`.
+fn write_csv(
+    dir: &Path,
+    name: &str,
+    range: std::ops::Range<usize>,
+    keep: impl Fn(&str) -> bool,
+    rename: impl Fn(&str) -> String,
+) -> std::path::PathBuf {
     let data = KnownDataset::FashionMnist.load(None, Split::Train).unwrap();
-    // 49 features per row (a 7x7 subsample of each image) and the class name as the label.
-    let write_csv = |name: &str, range: std::ops::Range<usize>| {
-        let mut text = (0..49).map(|i| format!("p{i}")).collect::<Vec<_>>().join(",") + ",garment\n";
-        for i in range {
-            let px = data.raw_pixels(i).unwrap();
-            for y in 0..7 {
-                for x in 0..7 {
-                    write!(text, "{},", px[(y * 4 + 2) * 28 + x * 4 + 2]).unwrap();
-                }
-            }
-            writeln!(text, "{}", data.classes()[data.label(i).unwrap() as usize]).unwrap();
+    let mut text = (0..49).map(|i| format!("p{i}")).collect::<Vec<_>>().join(",") + ",garment\n";
+    for i in range {
+        let class = &data.classes()[data.label(i).unwrap() as usize];
+        if !keep(class) {
+            continue;
         }
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let train = write_csv("train.csv", 0..3000);
-    let test = write_csv("test.csv", 3000..3500);
-    let config = dir.path().join("csv.toml");
+        let px = data.raw_pixels(i).unwrap();
+        for y in 0..7 {
+            for x in 0..7 {
+                write!(text, "{},", px[(y * 4 + 2) * 28 + x * 4 + 2]).unwrap();
+            }
+        }
+        writeln!(text, "{}", rename(class)).unwrap();
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A config training an MLP on the CSV files `train` and `test`.
+fn csv_config(dir: &Path, train: &Path, test: &Path) -> std::path::PathBuf {
+    let config = dir.join("csv.toml");
     std::fs::write(
         &config,
         format!(
@@ -43,6 +53,15 @@ fn a_csv_file_of_features_trains_and_evaluates() {
         ),
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn a_csv_file_of_features_trains_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = write_csv(dir.path(), "train.csv", 0..3000, |_| true, str::to_string);
+    let test = write_csv(dir.path(), "test.csv", 3000..3500, |_| true, str::to_string);
+    let config = csv_config(dir.path(), &train, &test);
     let out = dir.path().join("run");
     let o = quick(&out, &config);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -63,6 +82,63 @@ fn a_csv_file_of_features_trains_and_evaluates() {
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(r["samples"], 500);
+}
+
+#[test]
+fn a_test_set_missing_a_class_keeps_its_labels_and_an_unknown_class_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = write_csv(dir.path(), "train.csv", 0..3000, |_| true, str::to_string);
+    // Without "Ankle boot", the first class in sorted order: read on its own, every other
+    // class of this test set would be numbered one lower than in training.
+    let test = write_csv(
+        dir.path(),
+        "test.csv",
+        3000..3600,
+        |c| c != "Ankle boot",
+        str::to_string,
+    );
+    let out = dir.path().join("run");
+    let o = quick(&out, &csv_config(dir.path(), &train, &test));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest = kiln_package::Package::read_manifest(out.join("package")).unwrap();
+    let acc = manifest.training.unwrap().metrics["test_accuracy"];
+    assert!(acc > 0.6, "test accuracy {acc}: labels shifted?");
+    // `eval` maps by name too.
+    let pkg = out.join("package");
+    let eval = |config: &Path| {
+        kiln_train(&[
+            "eval",
+            "--package",
+            pkg.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+    };
+    let o = eval(&out.join("config.json"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(r["accuracy"].as_f64().unwrap() > 0.6, "{r}");
+    // A test class the model does not know is an error naming it (exit 4).
+    let odd = write_csv(
+        dir.path(),
+        "odd.csv",
+        3000..3100,
+        |_| true,
+        |c| {
+            if c == "Bag" {
+                "Handbag".into()
+            } else {
+                c.to_string()
+            }
+        },
+    );
+    let o = eval(&csv_config(dir.path(), &train, &odd));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("\"Handbag\"") && stderr(&o).contains("does not know"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -184,7 +184,7 @@ fn a_damaged_latest_checkpoint_is_skipped_for_the_previous_one() {
         std::fs::write(c.join("state.json"), b"{").unwrap();
     }
     let o = kiln_train(&["resume", whole.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains("none of the 3 checkpoints"), "{}", stderr(&o));
 }
 

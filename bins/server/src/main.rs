@@ -44,6 +44,13 @@ struct Args {
     /// Largest request body in bytes (413 beyond).
     #[arg(long, env = "KILN_BODY_LIMIT", default_value_t = 4 << 20)]
     body_limit: usize,
+    /// Most pixels (width x height) an image sent to /predict may have; larger ones are
+    /// refused (413) from their header, before decoding. The model's own input size is always accepted.
+    #[arg(long, env = "KILN_MAX_IMAGE_PIXELS", default_value_t = kiln_serve::DEFAULT_MAX_IMAGE_PIXELS)]
+    max_image_pixels: u64,
+    /// Threads that decode images, off the HTTP workers (0: one per CPU).
+    #[arg(long, env = "KILN_DECODE_THREADS", default_value_t = 0)]
+    decode_threads: usize,
     /// Seconds a request may wait for its answer (504 beyond).
     #[arg(long, env = "KILN_REQUEST_TIMEOUT_S", default_value_t = 30)]
     request_timeout_s: u64,
@@ -56,6 +63,12 @@ struct Args {
     /// Turns the management API (/v2/repository/...) on, requiring `Authorization: Bearer <this>`.
     #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// How log lines are written to stderr: human or json (one object per line). RUST_LOG filters.
+    #[arg(long, env = "KILN_LOG_FORMAT", default_value = "human")]
+    log_format: kiln_log::LogFormat,
+    /// Logs one line per request (peer, method, path, status, microseconds).
+    #[arg(long, env = "KILN_ACCESS_LOG")]
+    access_log: bool,
     /// Makes inference and model metadata endpoints require `Authorization: Bearer <this>`
     /// (health, /metrics and /openapi.json stay open).
     #[arg(long, env = "KILN_INFERENCE_TOKEN", hide_env_values = true)]
@@ -81,15 +94,22 @@ fn token(t: Option<String>) -> Option<String> {
     t.map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
 }
 
+/// Logs a start-up failure and gives its exit code.
+fn fail(code: u8, e: impl std::fmt::Display) -> ExitCode {
+    tracing::error!("{e}");
+    ExitCode::from(code)
+}
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     let a = Args::parse();
+    if let Err(e) = kiln_log::init("kiln-serve", a.log_format, "info") {
+        eprintln!("kiln-serve: error: {e}");
+        return ExitCode::from(2);
+    }
     let device = match a.device.resolve() {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("kiln-serve: error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(2, e),
     };
     let config = ServeConfig {
         repository: a.model_repository,
@@ -105,28 +125,25 @@ async fn main() -> ExitCode {
         queue_capacity: a.queue_capacity.max(1),
         threads_per_instance: a.threads_per_instance,
         body_limit: a.body_limit,
+        access_log: a.access_log,
+        max_image_pixels: a.max_image_pixels,
+        decode_threads: a.decode_threads,
         request_timeout: Duration::from_secs(a.request_timeout_s),
     };
     let bind = config.bind.clone();
     let (state, warnings) = match AppState::load(config) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("kiln-serve: error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(2, e),
     };
-    for line in warnings {
-        eprintln!("kiln-serve: {line}");
-    }
+    kiln_serve::log_lines(&warnings);
     if state.names().is_empty() {
-        eprintln!(
-            "kiln-serve: warning: no model is served yet; put packages in {}/<model>/<version>/",
+        tracing::warn!(
+            "no model is served yet; put packages in {}/<model>/<version>/",
             state.config.repository.display()
         );
     }
     if let Err(e) = state.start_polling() {
-        eprintln!("kiln-serve: error: {e}");
-        return ExitCode::from(1);
+        return fail(1, e);
     }
     let app_state = state.clone();
     let server = actix_web::HttpServer::new(move || {
@@ -142,17 +159,11 @@ async fn main() -> ExitCode {
     .bind(&bind);
     let server = match server {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("kiln-serve: error: cannot listen on {bind}: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(2, format!("cannot listen on {bind}: {e}")),
     };
-    eprintln!("kiln-serve: listening on http://{bind}");
+    tracing::info!(address = %bind, "listening on http://{bind}");
     match server.run().await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kiln-serve: error: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => fail(1, e),
     }
 }

@@ -9,6 +9,10 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines (epochs, warnings, errors) are written to stderr: human or json
+    /// (one object per line, with every field). RUST_LOG filters. The progress bar stays.
+    #[arg(long, global = true, env = "KILN_LOG_FORMAT", default_value = "human")]
+    pub log_format: kiln_log::LogFormat,
 }
 
 #[derive(Subcommand)]

@@ -107,20 +107,35 @@ fn run(cli: Cli, started: Instant) -> Result<(), Error> {
     Ok(())
 }
 
+/// The README's table: 2 bad config or arguments (as clap uses), 3 dataset not installed,
+/// 4 a file whose contents are unusable (checkpoint, package, data or input file),
+/// 130 interrupted with a checkpoint saved, 1 the rest (I/O, libtorch).
+fn exit_code(e: &Error) -> u8 {
+    use kiln_data::Error as D;
+    use kiln_package::Error as P;
+    match e {
+        Error::Config(_) => 2,
+        e if e.is_missing_data() => 3,
+        Error::Checkpoint(_) | Error::Input(_) => 4,
+        Error::Data(D::Format { .. } | D::Invalid(_) | D::TooLarge(_)) => 4,
+        Error::Package(P::Invalid { .. } | P::Weights(_) | P::Manifest(_) | P::Input(_) | P::InputTooLarge(_)) => 4,
+        Error::Interrupted(_) => 130,
+        _ => 1,
+    }
+}
+
 fn main() -> ExitCode {
     let started = Instant::now();
-    match run(Cli::parse(), started) {
+    let cli = Cli::parse();
+    if let Err(e) = kiln_log::init("kiln-train", cli.log_format, "info") {
+        eprintln!("kiln-train: error: {e}");
+        return ExitCode::from(2);
+    }
+    match run(cli, started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kiln-train: error: {e}");
-            // 2: bad config or arguments (as clap uses), 3: dataset not installed,
-            // 130: interrupted with a checkpoint saved, 1: the rest.
-            ExitCode::from(match &e {
-                Error::Config(_) => 2,
-                Error::Interrupted(_) => 130,
-                e if e.is_missing_data() => 3,
-                _ => 1,
-            })
+            tracing::error!("{e}");
+            ExitCode::from(exit_code(&e))
         }
     }
 }

@@ -31,6 +31,10 @@ pub enum Error {
         /// What is wrong, and what was expected.
         reason: String,
     },
+    /// An input larger than a limit set to protect memory (an image declaring more pixels
+    /// than allowed); the message names the size and the limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// A request the dataset cannot honour (an index out of range, a wrong buffer size...).
     #[error("{0}")]
     Invalid(String),

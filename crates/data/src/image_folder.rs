@@ -25,9 +25,44 @@ impl ImageLayout {
     }
 }
 
+/// How much an image may declare before it is decoded: the header is read first, and an
+/// image over the limit is refused without allocating its pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Most pixels (width x height) an image may have.
+    pub max_pixels: u64,
+}
+
+impl DecodeLimits {
+    /// The default: 64 Mpx (8192 x 8192), far above a photo (12 Mpx) and any training image.
+    pub const DEFAULT_MAX_PIXELS: u64 = 1 << 26;
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_pixels: Self::DEFAULT_MAX_PIXELS,
+        }
+    }
+}
+
 /// Decodes a PNG or JPEG into `out` as `[C, H, W]` values in `[0, 1]`, converting the
 /// channel count and resizing as `layout` says. `what` names the source in errors.
+/// Images over [`DecodeLimits::default`] are refused ([`Error::TooLarge`]).
 pub fn decode_image(bytes: &[u8], layout: ImageLayout, what: &str, out: &mut [f32]) -> Result<()> {
+    decode_image_within(bytes, layout, DecodeLimits::default(), what, out)
+}
+
+/// [`decode_image`] with the given limits: the image's header is read first, and one
+/// declaring more than `limits.max_pixels` is [`Error::TooLarge`] before any pixel is
+/// allocated; the decoder itself is held to that size too.
+pub fn decode_image_within(
+    bytes: &[u8],
+    layout: ImageLayout,
+    limits: DecodeLimits,
+    what: &str,
+    out: &mut [f32],
+) -> Result<()> {
     let [c, h, w] = layout.shape();
     if out.len() != c * h * w {
         return Err(Error::Invalid(format!(
@@ -39,8 +74,32 @@ pub fn decode_image(bytes: &[u8], layout: ImageLayout, what: &str, out: &mut [f3
     if c != 1 && c != 3 {
         return Err(Error::Invalid(format!("images can have 1 or 3 channels, not {c}")));
     }
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| Error::format(what, format!("cannot decode the image (expected PNG or JPEG): {e}")))?;
+    let undecodable =
+        |e: image::ImageError| Error::format(what, format!("cannot decode the image (expected PNG or JPEG): {e}"));
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| undecodable(e.into()))
+    };
+    let (iw, ih) = reader()?.into_dimensions().map_err(undecodable)?;
+    let pixels = u64::from(iw) * u64::from(ih);
+    if pixels > limits.max_pixels {
+        return Err(Error::TooLarge(format!(
+            "{what}: the image is {iw}x{ih} ({pixels} pixels); at most {} pixels are accepted",
+            limits.max_pixels
+        )));
+    }
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_image_width = Some(iw);
+    decoder_limits.max_image_height = Some(ih);
+    // 16-bit RGBA is the widest pixel PNG and JPEG decode to, plus the decoders' own buffers.
+    decoder_limits.max_alloc = Some(pixels.saturating_mul(8).saturating_add(16 << 20));
+    let mut r = reader()?;
+    r.limits(decoder_limits);
+    let img = r.decode().map_err(|e| match e {
+        image::ImageError::Limits(l) => Error::TooLarge(format!("{what}: {l}")),
+        other => undecodable(other),
+    })?;
     let img = if img.width() as usize != w || img.height() as usize != h {
         img.resize_exact(w as u32, h as u32, FilterType::Triangle)
     } else {
@@ -190,5 +249,44 @@ mod tests {
         .unwrap();
         let err = ds.read_into(0, &mut [0.0; 4]).unwrap_err().to_string();
         assert!(err.contains("bad.png") && err.contains("cannot decode"), "{err}");
+    }
+
+    /// A real PNG of `w`x`h` grey pixels whose header is then rewritten to declare
+    /// `dw`x`dh` (CRC fixed): a small file that claims a huge image.
+    fn png_declaring(w: u32, h: u32, dw: u32, dh: u32) -> Vec<u8> {
+        let img = image::GrayImage::from_pixel(w, h, image::Luma([7]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        let mut png = out.into_inner();
+        // Signature (8), IHDR length (4), "IHDR" (4), width, height, ... CRC over type+data.
+        png[16..20].copy_from_slice(&dw.to_be_bytes());
+        png[20..24].copy_from_slice(&dh.to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        png
+    }
+
+    #[test]
+    fn images_over_the_pixel_limit_are_refused_before_decoding() {
+        let layout = ImageLayout {
+            channels: 1,
+            height: 4,
+            width: 4,
+        };
+        let mut out = [0f32; 16];
+        // 16,000 x 16,000 declared in a file of a few hundred bytes: refused from the header.
+        let huge = png_declaring(8, 8, 16_000, 16_000);
+        assert!(huge.len() < 1000);
+        let err = decode_image(&huge, layout, "req", &mut out).unwrap_err();
+        assert!(matches!(err, Error::TooLarge(_)), "{err}");
+        assert!(err.to_string().contains("16000x16000 (256000000 pixels)"), "{err}");
+        // A real image over a tighter limit, and the same image within it.
+        let real = png_declaring(40, 30, 40, 30);
+        let tight = DecodeLimits { max_pixels: 1000 };
+        let err = decode_image_within(&real, layout, tight, "req", &mut out).unwrap_err();
+        assert!(err.to_string().contains("40x30 (1200 pixels); at most 1000"), "{err}");
+        decode_image_within(&real, layout, DecodeLimits { max_pixels: 1200 }, "req", &mut out).unwrap();
+        assert!(out.iter().all(|&v| (v - 7.0 / 255.0).abs() < 1e-6));
     }
 }

@@ -2,10 +2,9 @@
 //! batched forward pass, and the top-k classes with their labels.
 
 use crate::{Error, Manifest, Package, Result};
-use kiln_data::decode_image;
+use kiln_data::{decode_image_within, DecodeLimits};
 use kiln_tensor::{convert, Kind};
 use serde::Serialize;
-use std::path::PathBuf;
 
 /// One class and its probability.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -19,10 +18,7 @@ pub struct ClassScore {
 }
 
 fn invalid(reason: String) -> Error {
-    Error::Invalid {
-        path: PathBuf::from("input"),
-        reason,
-    }
+    Error::Input(reason)
 }
 
 impl Manifest {
@@ -53,7 +49,14 @@ impl Manifest {
 
     /// Model-ready values from an encoded PNG or JPEG: decoded, converted and resized to
     /// the manifest's image layout, scaled and normalised. `what` names the source in errors.
+    /// Images over [`DecodeLimits::default`] are [`Error::InputTooLarge`].
     pub fn prepare_image(&self, bytes: &[u8], what: &str) -> Result<Vec<f32>> {
+        self.prepare_image_within(bytes, DecodeLimits::default().max_pixels, what)
+    }
+
+    /// [`Manifest::prepare_image`] refusing images of more than `max_pixels` pixels (or
+    /// of the model's own input size, if that is larger) before decoding them.
+    pub fn prepare_image_within(&self, bytes: &[u8], max_pixels: u64, what: &str) -> Result<Vec<f32>> {
         let layout = self.input.image.ok_or_else(|| {
             invalid(format!(
                 "model {:?} does not take images (its input is {:?})",
@@ -62,7 +65,13 @@ impl Manifest {
             ))
         })?;
         let mut out = vec![0f32; self.sample_len()];
-        decode_image(bytes, layout, what, &mut out).map_err(|e| invalid(e.to_string()))?;
+        let limits = DecodeLimits {
+            max_pixels: max_pixels.max((layout.height * layout.width) as u64),
+        };
+        decode_image_within(bytes, layout, limits, what, &mut out).map_err(|e| match e {
+            kiln_data::Error::TooLarge(m) => Error::InputTooLarge(m),
+            other => invalid(other.to_string()),
+        })?;
         if let Some(norm) = &self.input.normalize {
             norm.apply(&mut out);
         }

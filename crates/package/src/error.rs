@@ -21,6 +21,21 @@ pub enum Error {
         /// What did not match.
         reason: String,
     },
+    /// A safetensors file that is malformed or does not fit the architecture (every
+    /// mismatch listed); callers that know the file wrap it in [`Error::Invalid`].
+    #[error("{0}")]
+    Weights(String),
+    /// A manifest that disagrees with itself or its architecture; the message names the field.
+    #[error("{0}")]
+    Manifest(String),
+    /// A caller's input that does not fit the model (wrong value count, a value that is not
+    /// finite, an undecodable image): the caller's mistake, not the package's.
+    #[error("{0}")]
+    Input(String),
+    /// A caller's input over a limit set to protect memory (an image declaring too many
+    /// pixels); the message names the size and the limit.
+    #[error("{0}")]
+    InputTooLarge(String),
     /// The model could not be built or run.
     #[error(transparent)]
     Model(#[from] kiln_model::Error),
@@ -33,6 +48,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the caller's input caused the error (a server answers 4xx for these).
+    pub fn is_input_error(&self) -> bool {
+        matches!(self, Error::Input(_) | Error::InputTooLarge(_))
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),

@@ -145,7 +145,11 @@ impl Manifest {
 
     /// Checks that the manifest agrees with itself and with its architecture; the
     /// message says which field is wrong and what was expected.
-    pub fn check(&self) -> std::result::Result<(), String> {
+    pub fn check(&self) -> crate::Result<()> {
+        self.check_fields().map_err(crate::Error::Manifest)
+    }
+
+    fn check_fields(&self) -> std::result::Result<(), String> {
         if self.format_version != FORMAT_VERSION {
             return Err(format!(
                 "format version {} is not supported; this kiln reads version {FORMAT_VERSION}",

@@ -29,13 +29,13 @@ impl Package {
         let dir = dir.as_ref();
         manifest.model = net.spec().clone();
         manifest.format_version = FORMAT_VERSION;
-        let weights = encode_weights(net).map_err(|e| Error::invalid(dir.join(WEIGHTS_FILE), e))?;
+        let weights = encode_weights(net).map_err(|e| Error::invalid(dir.join(WEIGHTS_FILE), e.to_string()))?;
         manifest.weights.file = WEIGHTS_FILE.into();
         manifest.weights.sha256 = sha256_hex(&weights);
         manifest.weights.bytes = weights.len() as u64;
         manifest
             .check()
-            .map_err(|e| Error::invalid(dir.join(MANIFEST_FILE), e))?;
+            .map_err(|e| Error::invalid(dir.join(MANIFEST_FILE), e.to_string()))?;
         let mut json =
             serde_json::to_vec_pretty(&manifest).map_err(|e| Error::invalid(dir.join(MANIFEST_FILE), e.to_string()))?;
         json.push(b'\n');
@@ -72,7 +72,7 @@ impl Package {
         }
         let manifest: Manifest = serde_json::from_value(value)
             .map_err(|e| Error::invalid(&path, format!("does not match the manifest schema: {e}")))?;
-        manifest.check().map_err(|e| Error::invalid(&path, e))?;
+        manifest.check().map_err(|e| Error::invalid(&path, e.to_string()))?;
         Ok(manifest)
     }
 
@@ -102,7 +102,7 @@ impl Package {
             ));
         }
         let mut network = Network::new(manifest.model.clone(), device)?;
-        decode_weights(&bytes, &mut network).map_err(|e| Error::invalid(&wpath, e))?;
+        decode_weights(&bytes, &mut network).map_err(|e| Error::invalid(&wpath, e.to_string()))?;
         Ok(Package {
             dir: dir.to_path_buf(),
             manifest,

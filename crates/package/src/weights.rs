@@ -1,5 +1,6 @@
 //! Encoding model weights as safetensors and checking them against an architecture.
 
+use crate::{Error, Result};
 use kiln_model::Network;
 use kiln_tensor::{convert, tch, DType, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, View};
@@ -49,12 +50,18 @@ fn st_dtype(d: DType) -> Dtype {
 }
 
 /// Every tensor of `net` (parameters and buffers) as a safetensors file, names sorted.
-pub fn encode_weights(net: &Network) -> Result<Vec<u8>, String> {
+pub fn encode_weights(net: &Network) -> Result<Vec<u8>> {
     encode_tensors(net.var_store().variables())
 }
 
+type Msg<T> = std::result::Result<T, String>;
+
 /// Named tensors as a safetensors file, names sorted.
-pub fn encode_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Result<Vec<u8>, String> {
+pub fn encode_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Result<Vec<u8>> {
+    encode_tensors_msg(tensors).map_err(Error::Weights)
+}
+
+fn encode_tensors_msg(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Msg<Vec<u8>> {
     let mut raws = BTreeMap::new();
     for (name, t) in tensors {
         let dtype = DType::of(&t).map_err(|e| format!("{name}: {e}"))?;
@@ -74,7 +81,11 @@ pub fn encode_tensors(tensors: impl IntoIterator<Item = (String, Tensor)>) -> Re
 }
 
 /// Every tensor of a safetensors file, on the CPU.
-pub fn decode_tensors(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
+pub fn decode_tensors(bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
+    decode_tensors_msg(bytes).map_err(Error::Weights)
+}
+
+fn decode_tensors_msg(bytes: &[u8]) -> Msg<Vec<(String, Tensor)>> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
     st.tensors()
         .into_iter()
@@ -107,7 +118,11 @@ fn from_st_dtype(d: Dtype) -> Option<DType> {
 
 /// Checks a safetensors file against `net`'s tensors (names, shapes, dtypes) and copies
 /// the values in. Every mismatch is listed in the error, not just the first.
-pub fn decode_weights(bytes: &[u8], net: &mut Network) -> Result<(), String> {
+pub fn decode_weights(bytes: &[u8], net: &mut Network) -> Result<()> {
+    decode_weights_msg(bytes, net).map_err(Error::Weights)
+}
+
+fn decode_weights_msg(bytes: &[u8], net: &mut Network) -> Msg<()> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
     let expected = net.parameter_shapes().map_err(|e| e.to_string())?;
     let found: BTreeMap<String, _> = st.tensors().into_iter().collect();

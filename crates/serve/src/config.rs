@@ -5,6 +5,10 @@ use kiln_tensor::Device;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The default of [`ServeConfig::max_image_pixels`]: 16 Mpx (4096 x 4096), above a 12 Mpx
+/// phone photo, far below what a hostile header can declare.
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 1 << 24;
+
 /// The server's settings.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -30,8 +34,15 @@ pub struct ServeConfig {
     pub threads_per_instance: usize,
     /// Largest request body accepted, in bytes (413 beyond).
     pub body_limit: usize,
+    /// Most pixels an image in a request may declare (or the model's own input size, if
+    /// larger); a bigger one is refused (413) from its header, before it is decoded.
+    pub max_image_pixels: u64,
+    /// Threads that decode images, off the HTTP workers (0: one per CPU).
+    pub decode_threads: usize,
     /// Longest a request may wait for its answer (504 beyond).
     pub request_timeout: Duration,
+    /// Logs one line per request (target `kiln_serve::access`).
+    pub access_log: bool,
     /// Bearer token of the management API; `None` leaves the API off.
     pub admin_token: Option<String>,
     /// Bearer token the inference and metadata endpoints require; `None`: open.
@@ -52,7 +63,10 @@ impl Default for ServeConfig {
             queue_capacity: 256,
             threads_per_instance: 1,
             body_limit: 4 << 20,
+            max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
+            decode_threads: 0,
             request_timeout: Duration::from_secs(30),
+            access_log: false,
             admin_token: None,
             inference_token: None,
         }

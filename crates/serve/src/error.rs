@@ -13,6 +13,17 @@ pub enum Error {
     /// The body is over the size limit (413).
     #[error("the request body is larger than the limit of {0} bytes")]
     TooLarge(usize),
+    /// A request of more samples than the server runs in one batch (413).
+    #[error("the request holds {samples} samples; this server runs at most {max} per batch (--max-batch): split it")]
+    BatchTooLarge {
+        /// Samples in the request.
+        samples: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An image over the decoding limit (413).
+    #[error("{0} (--max-image-pixels)")]
+    ImageTooLarge(String),
     /// No such model or version (404).
     #[error("{0}")]
     NotFound(String),
@@ -47,12 +58,15 @@ impl ResponseError for Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::TooLarge(_) | Error::BatchTooLarge { .. } | Error::ImageTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // A package error the request caused (a value count, a bad image) is the
+            // caller's; any other is the server's.
+            Error::Package(e) if e.is_input_error() => StatusCode::BAD_REQUEST,
             Error::Package(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

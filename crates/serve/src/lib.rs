@@ -7,6 +7,7 @@
 //! KServe v2 / Open Inference Protocol and the classic recipe's `POST /predict`.
 
 mod config;
+mod decode;
 mod error;
 pub mod metrics;
 mod policy;
@@ -15,8 +16,9 @@ pub mod routes;
 mod state;
 pub mod worker;
 
-pub use config::ServeConfig;
+pub use config::{ServeConfig, DEFAULT_MAX_IMAGE_PIXELS};
+pub use decode::DecodePool;
 pub use error::{Error, Result};
 pub use policy::{ModelSettings, VersionPolicy, MAX_INSTANCES};
 pub use repository::{scan, ModelVersionDir};
-pub use state::{AppState, Model, VersionState};
+pub use state::{log_lines, AppState, Model, VersionState, UNKNOWN_LABEL};

@@ -132,15 +132,38 @@ fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// Most series a request metric holds; requests beyond it are counted under
+/// [`OVERFLOW_LABEL`]. The server only passes labels it knows, so this is a second bound
+/// (a repository of thousands of models), not the first.
+pub const MAX_SERIES: usize = 10_000;
+/// The model label of requests counted past [`MAX_SERIES`].
+pub const OVERFLOW_LABEL: &str = "_overflow";
+
 impl Metrics {
     /// Records a finished request.
     pub fn observe(&self, model: &str, version: &str, endpoint: &str, status: u16, latency: Duration) {
-        let key = (model.to_string(), version.to_string(), endpoint.to_string(), status);
-        *lock(&self.requests).entry(key).or_insert(0) += 1;
-        lock(&self.latency)
-            .entry((model.to_string(), endpoint.to_string()))
+        {
+            let mut requests = lock(&self.requests);
+            let mut key = (model.to_string(), version.to_string(), endpoint.to_string(), status);
+            if requests.len() >= MAX_SERIES && !requests.contains_key(&key) {
+                key = (OVERFLOW_LABEL.into(), String::new(), endpoint.to_string(), status);
+            }
+            *requests.entry(key).or_insert(0) += 1;
+        }
+        let mut latency_map = lock(&self.latency);
+        let mut key = (model.to_string(), endpoint.to_string());
+        if latency_map.len() >= MAX_SERIES && !latency_map.contains_key(&key) {
+            key = (OVERFLOW_LABEL.into(), endpoint.to_string());
+        }
+        latency_map
+            .entry(key)
             .or_insert_with(|| Histogram::new(SECONDS))
             .observe(latency.as_secs_f64());
+    }
+
+    /// Series held by the request counters (for tests and the soak benchmark).
+    pub fn series(&self) -> usize {
+        lock(&self.requests).len() + lock(&self.latency).len()
     }
 
     /// The Prometheus text of the request metrics and of `instances` (model, version, metrics).
@@ -254,5 +277,17 @@ mod tests {
         assert!(out.contains("x_bucket{m=\"a\",le=\"256\"} 3\n"));
         assert!(out.contains("x_bucket{m=\"a\",le=\"+Inf\"} 4\n"));
         assert!(out.contains("x_sum{m=\"a\"} 307\n"));
+    }
+
+    #[test]
+    fn series_are_bounded_whatever_the_labels() {
+        let m = Metrics::default();
+        for i in 0..(MAX_SERIES + 500) {
+            m.observe(&format!("m{i}"), "", "infer", 404, Duration::from_millis(1));
+        }
+        // Each map holds at most MAX_SERIES distinct keys plus the overflow one.
+        assert!(m.series() <= 2 * (MAX_SERIES + 1), "{} series", m.series());
+        let text = m.render(&[]);
+        assert!(text.contains("model=\"_overflow\",version=\"\",endpoint=\"infer\",status=\"404\"} 500"));
     }
 }

@@ -4,13 +4,16 @@
 use crate::metrics::{lock, InstanceMetrics, Metrics};
 use crate::policy::{check_instances, ModelSettings};
 use crate::worker::{Backend, Job, Loader, Worker};
-use crate::{scan, Error, Result, ServeConfig, VersionPolicy};
+use crate::{scan, DecodePool, Error, Result, ServeConfig, VersionPolicy};
 use kiln_package::{Manifest, Package};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 use tokio::sync::oneshot;
+
+/// The metric label of a model or version the server does not know.
+pub const UNKNOWN_LABEL: &str = "_unknown";
 
 /// A served model version.
 pub struct Model {
@@ -90,6 +93,8 @@ pub struct AppState {
     pub config: Arc<ServeConfig>,
     /// Request metrics.
     pub metrics: Arc<Metrics>,
+    /// Where images are decoded.
+    pub decoder: Arc<DecodePool>,
 }
 
 impl AppState {
@@ -100,8 +105,12 @@ impl AppState {
         let state = AppState {
             models: Arc::default(),
             syncing: Arc::default(),
-            config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
+            decoder: Arc::new(DecodePool::new(match config.decode_threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            })),
+            config: Arc::new(config),
         };
         let log = state.sync(None)?;
         Ok((state, log))
@@ -350,8 +359,8 @@ impl AppState {
         out
     }
 
-    /// Polls the repository every `config.poll_interval` on a thread of its own, printing
-    /// what changed to stderr. Does nothing when polling is off.
+    /// Polls the repository every `config.poll_interval` on a thread of its own, logging
+    /// what changed. Does nothing when polling is off.
     pub fn start_polling(&self) -> Result<()> {
         let Some(interval) = self.config.poll_interval else {
             return Ok(());
@@ -366,17 +375,17 @@ impl AppState {
                     match state.sync(None) {
                         Ok(lines) => {
                             last_error.clear();
-                            for l in lines {
-                                eprintln!("kiln-serve: {l}");
-                            }
+                            log_lines(&lines);
                         }
                         Err(e) => {
                             // The repository is unreadable (an unmounted volume?): keep
                             // serving what is loaded, and say so once.
                             let msg = e.to_string();
                             if msg != last_error {
-                                eprintln!(
-                                    "kiln-serve: warning: cannot scan the repository, serving what is loaded: {msg}"
+                                tracing::warn!(
+                                    repository = %state.config.repository.display(),
+                                    error = %msg,
+                                    "cannot scan the repository, serving what is loaded: {msg}"
                                 );
                                 last_error = msg;
                             }
@@ -400,6 +409,25 @@ impl AppState {
             .map(|m| (m.name.clone(), m.version, &*m.worker.metrics))
             .collect();
         self.metrics.render(&instances)
+    }
+
+    /// The `model` and `version` labels of a request's metrics: the names from its URL
+    /// where the server knows them (a model in the repository, a version served or failed),
+    /// else [`UNKNOWN_LABEL`], so that a client cannot create series at will.
+    pub fn metric_labels<'a>(&self, model: &'a str, version: &'a str) -> (&'a str, &'a str) {
+        if model.is_empty() {
+            return (model, version);
+        }
+        let models = self.read();
+        let Some(e) = models.get(model) else {
+            return (UNKNOWN_LABEL, if version.is_empty() { "" } else { UNKNOWN_LABEL });
+        };
+        let known_version = version.is_empty()
+            || version.parse::<u64>().is_ok_and(|v| {
+                // Canonical spelling only ("01" is not a second series for version 1).
+                v.to_string() == version && (e.versions.contains_key(&v) || e.failed.contains_key(&v))
+            });
+        (model, if known_version { version } else { UNKNOWN_LABEL })
     }
 
     /// Names of the models with at least one version served.
@@ -482,6 +510,17 @@ impl AppState {
         }
     }
 
+    /// Refuses a request of more samples than one batch may hold, before any work on it.
+    pub fn check_batch(&self, samples: usize) -> Result<()> {
+        if samples > self.config.max_batch {
+            return Err(Error::BatchTooLarge {
+                samples,
+                max: self.config.max_batch,
+            });
+        }
+        Ok(())
+    }
+
     /// Logits of model-ready samples from `model`, batched with other requests.
     pub async fn infer(&self, model: &Model, samples: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
         let (tx, rx) = oneshot::channel();
@@ -495,12 +534,24 @@ impl AppState {
         )?;
         match tokio::time::timeout(self.config.request_timeout, rx).await {
             Ok(Ok(Ok(p))) => Ok(p),
-            Ok(Ok(Err(e))) => Err(Error::Internal(e)),
+            Ok(Ok(Err(e))) if e.caused_by_input => Err(Error::BadRequest(e.message)),
+            Ok(Ok(Err(e))) => Err(Error::Internal(e.message)),
             Ok(Err(_)) => Err(Error::Unavailable(format!(
                 "model {} stopped while answering; retry",
                 model.name
             ))),
             Err(_) => Err(Error::Timeout(self.config.request_timeout.as_millis())),
+        }
+    }
+}
+
+/// Logs what [`AppState::sync`] reports: lines starting `warning: ` as warnings, the
+/// rest as information.
+pub fn log_lines(lines: &[String]) {
+    for l in lines {
+        match l.strip_prefix("warning: ") {
+            Some(w) => tracing::warn!(target: "kiln_serve::repository", "{w}"),
+            None => tracing::info!(target: "kiln_serve::repository", "{l}"),
         }
     }
 }

@@ -16,15 +16,38 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// Why a batch failed: what happened, and whether the input caused it (the request then
+/// gets a 4xx, not a 500).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunError {
+    /// What went wrong.
+    pub message: String,
+    /// Whether the request's input caused it.
+    pub caused_by_input: bool,
+}
+
+impl RunError {
+    /// A failure of the server or the model, not of the input.
+    pub fn internal(message: impl Into<String>) -> RunError {
+        RunError {
+            message: message.into(),
+            caused_by_input: false,
+        }
+    }
+}
+
 /// What a model instance runs: model-ready samples in, one row of logits per sample out.
 pub trait Backend {
     /// Runs one batch.
-    fn run(&self, samples: &[Vec<f32>]) -> std::result::Result<Vec<Vec<f32>>, String>;
+    fn run(&self, samples: &[Vec<f32>]) -> std::result::Result<Vec<Vec<f32>>, RunError>;
 }
 
 impl Backend for kiln_package::Package {
-    fn run(&self, samples: &[Vec<f32>]) -> std::result::Result<Vec<Vec<f32>>, String> {
-        self.logits(samples).map_err(|e| e.to_string())
+    fn run(&self, samples: &[Vec<f32>]) -> std::result::Result<Vec<Vec<f32>>, RunError> {
+        self.logits(samples).map_err(|e| RunError {
+            caused_by_input: e.is_input_error(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -37,8 +60,8 @@ pub struct Job {
     pub queued: Instant,
     /// Model-ready samples, each the model's input size.
     pub samples: Vec<Vec<f32>>,
-    /// Receives the logits of each sample, or an error message.
-    pub reply: oneshot::Sender<std::result::Result<Vec<Vec<f32>>, String>>,
+    /// Receives the logits of each sample, or why the batch failed.
+    pub reply: oneshot::Sender<std::result::Result<Vec<Vec<f32>>, RunError>>,
 }
 
 /// Everything an instance thread needs; cloned for each instance.
@@ -116,8 +139,15 @@ impl Worker {
         Ok(())
     }
 
-    /// Queues `job`; a full queue is [`Error::Overloaded`] at once.
+    /// Queues `job`; a full queue is [`Error::Overloaded`] at once, and a job of more
+    /// samples than the server's `max_batch` is [`Error::BatchTooLarge`].
     pub fn submit(&self, job: Job, model: &str) -> Result<()> {
+        if job.samples.len() > self.shared.config.max_batch {
+            return Err(Error::BatchTooLarge {
+                samples: job.samples.len(),
+                max: self.shared.config.max_batch,
+            });
+        }
         self.metrics.depth.fetch_add(1, Ordering::Relaxed);
         self.tx.try_send(job).map_err(|e| {
             self.metrics.depth.fetch_sub(1, Ordering::Relaxed);
@@ -162,8 +192,12 @@ fn instance_main(shared: Shared, index: usize, stop: Receiver<()>, ready: Option
                     let _ = ready.send(Err(e));
                     return;
                 }
-                eprintln!(
-                    "kiln-serve: error: restarting {} instance {index}: {e}; retrying in {backoff:?}",
+                tracing::error!(
+                    instance = %shared.label,
+                    index,
+                    error = %e,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "restarting {} instance {index}: {e}; retrying in {backoff:?}",
                     shared.label
                 );
                 // Wait, but leave at once when the instance is stopped.
@@ -186,15 +220,21 @@ fn instance_main(shared: Shared, index: usize, stop: Receiver<()>, ready: Option
             .map(String::as_str)
             .or_else(|| panic.downcast_ref::<&str>().copied())
             .unwrap_or("unknown cause");
-        eprintln!(
-            "kiln-serve: error: {} instance {index} died ({why}); starting a new one",
+        tracing::error!(
+            instance = %shared.label,
+            index,
+            cause = why,
+            "{} instance {index} died ({why}); starting a new one",
             shared.label
         );
         shared.metrics.restarts.fetch_add(1, Ordering::Relaxed);
         drop(backend);
         if let Err(e) = start_thread(shared.clone(), index, stop, None) {
-            eprintln!(
-                "kiln-serve: error: {} instance {index} cannot restart: {e}",
+            tracing::error!(
+                instance = %shared.label,
+                index,
+                error = %e,
+                "{} instance {index} cannot restart: {e}",
                 shared.label
             );
         }
@@ -203,15 +243,21 @@ fn instance_main(shared: Shared, index: usize, stop: Receiver<()>, ready: Option
 
 fn serve_loop(backend: &dyn Backend, shared: &Shared, stop: &Receiver<()>) {
     let (rx, cfg, metrics) = (&shared.queue, &shared.config, &shared.metrics);
+    // A job taken from the queue that would have made the batch too big: it starts the next.
+    let mut carried: Option<Job> = None;
     loop {
-        let first = select! {
-            recv(rx) -> job => match job { Ok(j) => j, Err(_) => return },
-            recv(stop) -> _ => return,
+        let first = match carried.take() {
+            Some(j) => j,
+            None => select! {
+                recv(rx) -> job => match job { Ok(j) => j, Err(_) => return },
+                recv(stop) -> _ => return,
+            },
         };
+        let mut n = first.samples.len();
         let mut jobs = vec![first];
-        let mut n = jobs[0].samples.len();
         let deadline = Instant::now() + cfg.max_delay;
-        // Take what is queued, then wait up to max_delay for more, up to max_batch samples.
+        // Take what is queued, then wait up to max_delay for more, never going over
+        // max_batch samples (a single request over it is refused before it is queued).
         while n < cfg.max_batch {
             let next = match rx.try_recv() {
                 Ok(j) => Ok(j),
@@ -225,6 +271,10 @@ fn serve_loop(backend: &dyn Backend, shared: &Shared, stop: &Receiver<()>) {
                 Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
             };
             match next {
+                Ok(j) if n + j.samples.len() > cfg.max_batch => {
+                    carried = Some(j);
+                    break;
+                }
                 Ok(j) => {
                     n += j.samples.len();
                     jobs.push(j);
@@ -232,6 +282,7 @@ fn serve_loop(backend: &dyn Backend, shared: &Shared, stop: &Receiver<()>) {
                 Err(_) => break,
             }
         }
+        // The carried job stays counted in the queue depth until it runs.
         metrics.depth.fetch_sub(jobs.len() as u64, Ordering::Relaxed);
         // A request whose client has gone is dropped without running.
         let (live, gone): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| !j.reply.is_closed());
@@ -251,11 +302,11 @@ fn serve_loop(backend: &dyn Backend, shared: &Shared, stop: &Receiver<()>) {
             if rows.len() == samples.len() {
                 Ok(rows)
             } else {
-                Err(format!(
+                Err(RunError::internal(format!(
                     "the model gave {} answers for {} samples",
                     rows.len(),
                     samples.len()
-                ))
+                )))
             }
         });
         lock(&metrics.compute).observe(start.elapsed().as_secs_f64());

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 struct Doubler;
 
 impl Backend for Doubler {
-    fn run(&self, samples: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, String> {
+    fn run(&self, samples: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, kiln_serve::worker::RunError> {
         if samples.iter().any(|s| s[0] == -1.0) {
             panic!("injected failure");
         }
@@ -39,7 +39,9 @@ fn ask(w: &Worker, value: f32) -> Result<Vec<Vec<f32>>, String> {
         "m",
     )
     .unwrap();
-    rx.blocking_recv().map_err(|_| "dropped".to_string())?
+    rx.blocking_recv()
+        .map_err(|_| "dropped".to_string())?
+        .map_err(|e| e.message)
 }
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -117,4 +119,55 @@ fn a_failed_first_load_is_an_error_with_its_reason() {
     let loader: Loader = Arc::new(|| Err(Error::BadRequest("weights.safetensors is damaged".into())));
     let e = Worker::spawn(loader, 2, config(), "m-1".into()).err().unwrap();
     assert!(e.to_string().contains("weights.safetensors is damaged"), "{e}");
+}
+
+/// Records the size of every batch it runs.
+struct Recorder(Arc<Mutex<Vec<usize>>>);
+
+impl Backend for Recorder {
+    fn run(&self, samples: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, kiln_serve::worker::RunError> {
+        self.0.lock().unwrap().push(samples.len());
+        Ok(samples.to_vec())
+    }
+}
+
+#[test]
+fn merged_batches_never_exceed_max_batch_and_larger_requests_are_refused() {
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let s = sizes.clone();
+    let loader: Loader = Arc::new(move || Ok(Box::new(Recorder(s.clone())) as Box<dyn Backend>));
+    let cfg = Arc::new(ServeConfig {
+        max_batch: 4,
+        // Long enough for every request below to be queued before a batch closes.
+        max_delay: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let w = Worker::spawn(loader, 1, cfg, "m-1".into()).unwrap();
+    let submit = |n: usize, v: f32| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Job {
+            queued: Instant::now(),
+            samples: vec![vec![v]; n],
+            reply: tx,
+        };
+        w.submit(job, "m").map(|()| rx)
+    };
+    // Requests of 3, 3, 1, 2, 1 samples: merged greedily they would make 3+3 = 6 > 4.
+    let waits: Vec<_> = [3, 3, 1, 2, 1]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (n, i as f32, submit(n, i as f32).unwrap()))
+        .collect();
+    for (n, v, rx) in waits {
+        let rows = rx.blocking_recv().unwrap().unwrap();
+        assert_eq!(rows, vec![vec![v]; n], "each request gets its own rows back");
+    }
+    let sizes = sizes.lock().unwrap().clone();
+    assert_eq!(sizes.iter().sum::<usize>(), 10, "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= 4), "a batch went over max_batch: {sizes:?}");
+    assert!(sizes.iter().any(|&n| n == 4), "requests were still merged: {sizes:?}");
+    // One request over the limit is refused, naming it.
+    let err = submit(5, 0.0).err().unwrap();
+    assert!(err.to_string().contains("at most 4 per batch"), "{err}");
+    assert_eq!(w.metrics.depth.load(Ordering::SeqCst), 0);
 }

@@ -81,11 +81,11 @@ pub fn save(run: &Path, state: &RunState, net: &Network, opt: &Optimizer, keep: 
         .collect();
     tensors.extend(opt.state_tensors());
     let dir = checkpoints_dir(run).join(format!("ckpt-{:012}", state.batches_done));
-    let bytes = encode_tensors(tensors).map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
+    let bytes = encode_tensors(tensors).map_err(|e| Error::Internal(format!("{}: {e}", dir.display())))?;
     let mut state = state.clone();
     state.format = FORMAT;
     state.tensors_sha256 = sha256_hex(&bytes);
-    let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::Config(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::Internal(e.to_string()))?;
     atomic::write_dir(&dir, &[(STATE_FILE, &json), (TENSORS_FILE, &bytes)]).map_err(|e| Error::io(&dir, e))?;
     let all = list(run);
     for old in all.iter().take(all.len().saturating_sub(keep.max(1))) {
@@ -108,7 +108,7 @@ fn load_one(dir: &Path) -> std::result::Result<Checkpoint, String> {
             state.tensors_sha256
         ));
     }
-    let tensors = decode_tensors(&bytes)?.into_iter().collect();
+    let tensors = decode_tensors(&bytes).map_err(|e| e.to_string())?.into_iter().collect();
     Ok(Checkpoint {
         dir: dir.to_path_buf(),
         state,
@@ -134,7 +134,7 @@ pub fn load_latest(run: &Path) -> Result<Option<(Checkpoint, Vec<String>)>> {
             )),
         }
     }
-    Err(Error::Config(format!(
+    Err(Error::Checkpoint(format!(
         "none of the {} checkpoints in {} is usable: {}",
         all.len(),
         checkpoints_dir(run).display(),
@@ -151,10 +151,10 @@ pub fn restore_model(ckpt: &Checkpoint, net: &Network) -> Result<()> {
             let src = ckpt
                 .tensors
                 .get(&key)
-                .ok_or_else(|| Error::Config(format!("checkpoint {} lacks {key}", ckpt.dir.display())))?;
+                .ok_or_else(|| Error::Checkpoint(format!("{} lacks {key}", ckpt.dir.display())))?;
             if src.size() != var.size() {
-                return Err(Error::Config(format!(
-                    "checkpoint {}: {key} has shape {:?}, the model has {:?}",
+                return Err(Error::Checkpoint(format!(
+                    "{}: {key} has shape {:?}, the model has {:?}",
                     ckpt.dir.display(),
                     src.size(),
                     var.size()

@@ -254,7 +254,7 @@ impl TrainConfig {
     /// `path.to.key=value` with the value parsed as TOML (a bare word is a string).
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<TrainConfig> {
         let mut value = match path {
-            None => serde_json::to_value(TrainConfig::default()).map_err(|e| Error::Config(e.to_string()))?,
+            None => serde_json::to_value(TrainConfig::default()).map_err(|e| Error::Internal(e.to_string()))?,
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
                 let parsed: std::result::Result<serde_json::Value, String> =

@@ -8,6 +8,16 @@ pub enum Error {
     /// A config value or option that cannot be used; the message says which and why.
     #[error("config: {0}")]
     Config(String),
+    /// A checkpoint that is damaged or does not fit the run's model and optimizer.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// An input file or dataset that is malformed or does not fit the model (predict
+    /// inputs, evaluation data, a test class the model does not know); the message names it.
+    #[error("{0}")]
+    Input(String),
+    /// Something that should not happen, such as kiln's own records failing to serialise.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A file or folder could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -118,10 +118,12 @@ pub fn evaluate_package(
     let want = package.manifest.model.input();
     let got: Vec<i64> = data.sample_shape().iter().map(|&d| d as i64).collect();
     if got != want {
-        return Err(crate::Error::Config(format!(
+        return Err(crate::Error::Input(format!(
             "the data's samples have shape {got:?}, the model takes {want:?}"
         )));
     }
+    // Labels mean the model's classes, matched by name.
+    let data = kiln_data::relabel(data, &package.manifest.output.labels, "the data")?;
     let loader = DataLoader::new(
         data,
         kiln_data::LoaderConfig {

@@ -53,7 +53,8 @@ impl MetricsLog {
 
     /// Appends one record as a line of JSON.
     pub fn write<T: Serialize>(&mut self, record: &T) -> Result<()> {
-        serde_json::to_writer(&mut self.file, record).map_err(|e| Error::Config(e.to_string()))?;
+        serde_json::to_writer(&mut self.file, record)
+            .map_err(|e| Error::Internal(format!("cannot record metrics: {e}")))?;
         self.file.write_all(b"\n").map_err(|e| Error::io(&self.path, e))
     }
 

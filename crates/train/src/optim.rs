@@ -178,7 +178,7 @@ impl Optimizer {
                             let _ = var.f_mul_scalar_(1.0 - lr * p.weight_decay)?;
                         }
                         let [m, v] = p.state.as_mut_slice() else {
-                            return Err(Error::Config(format!("optimizer state of {} is missing", p.name)));
+                            return Err(Error::Checkpoint(format!("optimizer state of {} is missing", p.name)));
                         };
                         let _ = m.f_lerp_(&g, 1.0 - b1)?;
                         // v = b2 * v + (1 - b2) * g^2, with g^2 in scratch[1]
@@ -233,9 +233,9 @@ impl Optimizer {
                 let key = format!("optim/{}/{i}", p.name);
                 let t = tensors
                     .get(&key)
-                    .ok_or_else(|| Error::Config(format!("checkpoint lacks optimizer state {key}")))?;
+                    .ok_or_else(|| Error::Checkpoint(format!("it lacks optimizer state {key}")))?;
                 if t.size() != p.var.size() || t.kind() != Kind::Float {
-                    return Err(Error::Config(format!(
+                    return Err(Error::Checkpoint(format!(
                         "optimizer state {key} has shape {:?}, the parameter has {:?}",
                         t.size(),
                         p.var.size()

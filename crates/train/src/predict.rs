@@ -27,18 +27,21 @@ fn read_input(package: &Package, path: &Path) -> Result<Vec<f32>> {
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     let what = path.display().to_string();
     match ext.as_deref() {
-        Some("png" | "jpg" | "jpeg") => Ok(package.manifest.prepare_image(&bytes, &what)?),
+        Some("png" | "jpg" | "jpeg") => package
+            .manifest
+            .prepare_image(&bytes, &what)
+            .map_err(|e| Error::Input(format!("{what}: {e}"))),
         Some("json") => {
             let value: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("{what}: not valid JSON: {e}")))?;
+                serde_json::from_slice(&bytes).map_err(|e| Error::Input(format!("{what}: not valid JSON: {e}")))?;
             let mut values = Vec::new();
-            flatten(&value, &mut values, 0).map_err(|e| Error::Config(format!("{what}: {e}")))?;
+            flatten(&value, &mut values, 0).map_err(|e| Error::Input(format!("{what}: {e}")))?;
             package
                 .manifest
                 .prepare_values(values)
-                .map_err(|e| Error::Config(format!("{what}: {e}")))
+                .map_err(|e| Error::Input(format!("{what}: {e}")))
         }
-        _ => Err(Error::Config(format!(
+        _ => Err(Error::Input(format!(
             "{what}: unsupported input; expected a .png, .jpg, .jpeg or .json file"
         ))),
     }

@@ -4,7 +4,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::time::{Duration, Instant};
 
 /// Progress over all the steps of a run. Hidden when stderr is not a terminal; the
-/// per-epoch lines are printed either way.
+/// per-epoch lines are log events either way.
 pub(crate) struct Progress {
     bar: ProgressBar,
     last_draw: Instant,
@@ -53,13 +53,10 @@ impl Progress {
         }
     }
 
-    /// Prints a line above the bar.
-    pub(crate) fn println(&self, line: &str) {
-        if self.bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
-        }
+    /// Emits a log event (see `tracing`) with the bar out of the way, so that the line
+    /// the binary's logger writes is not drawn over.
+    pub(crate) fn log(&self, event: impl FnOnce()) {
+        self.bar.suspend(event);
     }
 
     pub(crate) fn finish(&self) {

@@ -1,7 +1,7 @@
 //! Opening the datasets a config names: train, validation and test.
 
 use crate::{DataConfig, DatasetKind, Error, Result};
-use kiln_data::{split, take_first, CsvDataset, Dataset, ImageFolder, ImageLayout, KnownDataset, Split};
+use kiln_data::{relabel, split, take_first, CsvDataset, Dataset, ImageFolder, ImageLayout, KnownDataset, Split};
 use std::sync::Arc;
 
 /// The datasets of a run.
@@ -47,6 +47,8 @@ impl Sources {
             Some(t) if cfg.limit_test > 0 => Some(Arc::new(take_first(t, cfg.limit_test)?)),
             other => other,
         };
+        // Test labels mean the training set's classes, matched by name.
+        let test = test.map(|t| relabel(t, &classes, "the test data")).transpose()?;
         let image = match cfg.dataset {
             DatasetKind::FashionMnist | DatasetKind::Mnist => Some(ImageLayout {
                 channels: 1,

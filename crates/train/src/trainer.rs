@@ -138,9 +138,9 @@ pub fn resume(out: &Path, opts: &TrainOptions) -> Result<TrainReport> {
         ))
     })?;
     for w in warnings {
-        eprintln!("warning: {w}");
+        tracing::warn!(run = %out.display(), "{w}");
     }
-    eprintln!("resuming from {}", ckpt.dir.display());
+    tracing::info!(checkpoint = %ckpt.dir.display(), "resuming from {}", ckpt.dir.display());
     run(config, out, opts, Some(ckpt))
 }
 
@@ -170,13 +170,14 @@ fn run(
     };
     config.model.fit_to(&shape, sources.classes.len() as i64)?;
     if ckpt.is_none() {
-        let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Config(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
         atomic::write_file(&out.join("config.json"), &json).map_err(|e| Error::io(out.join("config.json"), e))?;
     }
     let autocast = config.mixed_precision == MixedPrecision::Bf16 && runtime.device.is_cuda();
     if config.mixed_precision == MixedPrecision::Bf16 && !autocast {
-        eprintln!(
-            "warning: mixed_precision = \"bf16\" applies on CUDA only; training in full precision on {:?}",
+        tracing::warn!(
+            device = ?runtime.device,
+            "mixed_precision = \"bf16\" applies on CUDA only; training in full precision on {:?}",
             runtime.device
         );
     }
@@ -241,16 +242,25 @@ fn run(
     let total_steps = steps_per_epoch * config.epochs;
     let mut progress = Progress::new((per_epoch * config.epochs) as u64, opts.quiet);
     progress.set_position(state.batches_done);
-    progress.println(&format!(
-        "training {} ({} parameters) on {} ({} train, {} validation samples) on {:?} with {} threads",
-        config.model.arch(),
-        net.parameter_count(),
-        sources.description,
-        sources.train.len(),
-        sources.val.as_ref().map_or(0, |v| v.len()),
-        runtime.device,
-        runtime.threads,
-    ));
+    let val_samples = sources.val.as_ref().map_or(0, |v| v.len());
+    progress.log(|| {
+        tracing::info!(
+            arch = config.model.arch(),
+            parameters = net.parameter_count(),
+            data = %sources.description,
+            train_samples = sources.train.len(),
+            val_samples,
+            device = ?runtime.device,
+            threads = runtime.threads,
+            "training {} ({} parameters) on {} ({} train, {val_samples} validation samples) on {:?} with {} threads",
+            config.model.arch(),
+            net.parameter_count(),
+            sources.description,
+            sources.train.len(),
+            runtime.device,
+            runtime.threads,
+        )
+    });
     let base_lr = config.optimizer.lr;
     let mut lr = base_lr;
     let mut stopped_early = false;
@@ -368,17 +378,28 @@ fn run(
             Some(v) => monitor.improves(v, state.best.map(|b| b.0), 0.0),
             None => true,
         };
-        progress.println(&format!(
-            "epoch {:>3}/{}: train loss {:.4} acc {:.4}{val_text} ({:.0} samples/s, {:.1}s){}",
-            report.epoch,
-            config.epochs,
-            report.train_loss,
-            report.train_accuracy,
-            report.samples_per_sec,
-            report.seconds,
-            if improved { " *" } else { "" }
-        ));
-        let mut record = serde_json::to_value(&report).map_err(|e| Error::Config(e.to_string()))?;
+        progress.log(|| {
+            tracing::info!(
+                epoch = report.epoch,
+                epochs = config.epochs,
+                train_loss = report.train_loss,
+                train_accuracy = report.train_accuracy,
+                val_loss = report.val.as_ref().map(|v| v.loss),
+                val_accuracy = report.val.as_ref().map(|v| v.accuracy),
+                samples_per_sec = report.samples_per_sec,
+                seconds = report.seconds,
+                improved,
+                "epoch {:>3}/{}: train loss {:.4} acc {:.4}{val_text} ({:.0} samples/s, {:.1}s){}",
+                report.epoch,
+                config.epochs,
+                report.train_loss,
+                report.train_accuracy,
+                report.samples_per_sec,
+                report.seconds,
+                if improved { " *" } else { "" }
+            )
+        });
+        let mut record = serde_json::to_value(&report).map_err(|e| Error::Internal(e.to_string()))?;
         record["kind"] = "epoch".into();
         log.write(&record)?;
         state.epochs.push(report.clone());
@@ -399,11 +420,15 @@ fn run(
         log.flush()?;
         let dir = checkpoint::save(out, &state, &net, &opt, config.checkpoint.keep)?;
         if stopped_early {
-            progress.println(&format!(
-                "early stopping: no improvement of {} for {} epochs",
-                config.early_stopping.as_ref().map_or("", |e| e.monitor.as_str()),
-                state.early_stopping.as_ref().map_or(0, |e| e.bad_epochs)
-            ));
+            let monitor = config.early_stopping.as_ref().map_or("", |e| e.monitor.as_str());
+            let bad_epochs = state.early_stopping.as_ref().map_or(0, |e| e.bad_epochs);
+            progress.log(|| {
+                tracing::info!(
+                    monitor,
+                    bad_epochs,
+                    "early stopping: no improvement of {monitor} for {bad_epochs} epochs"
+                )
+            });
             break;
         }
         if opts.stop.load(Ordering::SeqCst) && state.epoch < config.epochs {

@@ -36,6 +36,7 @@ struct PredictRequest {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PredictQuery {
     model: Option<String>,
     top_k: Option<usize>,
@@ -104,9 +105,23 @@ async fn predict(
     };
     let sample = match input {
         Input::Values(v) => m.manifest.prepare_values(flatten(&v, "FP64")?),
-        Input::Encoded(bytes) => m.manifest.prepare_image(&bytes, "the request's image"),
+        Input::Encoded(bytes) => {
+            // Decoding is CPU work sized by the image: on the decode pool, within limits.
+            let (model, max_pixels) = (m.clone(), state.config.max_image_pixels);
+            state
+                .decoder
+                .run("image decoding", move || {
+                    model
+                        .manifest
+                        .prepare_image_within(&bytes, max_pixels, "the request's image")
+                })
+                .await?
+        }
     }
-    .map_err(|e| Error::BadRequest(e.to_string()))?;
+    .map_err(|e| match e {
+        kiln_package::Error::InputTooLarge(m) => Error::ImageTooLarge(m),
+        other => Error::BadRequest(other.to_string()),
+    })?;
     let probs: Vec<Vec<f32>> = state
         .infer(&m, vec![sample])
         .await?

@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 mod classic;
 mod observe;
+mod parameters;
 mod tensor;
 mod tfserving;
 mod v2;
@@ -63,8 +64,13 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                 }
                 .into()
             });
+        let query = web::QueryConfig::default()
+            .error_handler(|e, _| Error::BadRequest(format!("bad query string: {e}")).into());
+        let bytes = web::PayloadConfig::default().limit(limit);
         cfg.app_data(web::Data::new(state))
             .app_data(json)
+            .app_data(query)
+            .app_data(bytes)
             .configure(v2::configure)
             .configure(admin::configure)
             .configure(classic::configure)

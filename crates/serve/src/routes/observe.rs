@@ -60,11 +60,29 @@ pub async fn record(
     let start = Instant::now();
     let (model, version, endpoint) = classify(req.path());
     let state = req.app_data::<web::Data<AppState>>().cloned();
+    let access = state.as_ref().is_some_and(|s| s.config.access_log).then(|| {
+        (
+            req.method().to_string(),
+            req.path().to_string(),
+            req.connection_info().peer_addr().unwrap_or("-").to_string(),
+        )
+    });
     let res = next.call(req).await?;
+    if let Some((method, path, peer)) = access {
+        let status = res.status().as_u16();
+        let micros = start.elapsed().as_micros() as u64;
+        tracing::info!(
+            target: "kiln_serve::access",
+            %method, %path, status, micros, %peer,
+            "{peer} {method} {path} {status} {micros}us"
+        );
+    }
     if let Some(state) = state {
+        // Names and versions come from the URL: only those the server knows become labels.
+        let (model, version) = state.metric_labels(&model, &version);
         state
             .metrics
-            .observe(&model, &version, endpoint, res.status().as_u16(), start.elapsed());
+            .observe(model, version, endpoint, res.status().as_u16(), start.elapsed());
     }
     Ok(res)
 }

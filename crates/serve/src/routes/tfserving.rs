@@ -23,9 +23,11 @@ struct PredictRequest {
     #[serde(default)]
     inputs: Option<Value>,
     #[serde(default)]
-    #[allow(dead_code)]
     signature_name: Option<String>,
 }
+
+/// The only signature a kiln model has, as TF Serving names a model's default one.
+const DEFAULT_SIGNATURE: &str = "serving_default";
 
 fn split_verb(segment: &str) -> Result<&str> {
     match segment.rsplit_once(':') {
@@ -86,11 +88,27 @@ async fn run(
     req: PredictRequest,
 ) -> Result<HttpResponse> {
     let m = state.get(name, version)?;
+    if let Some(sig) = req.signature_name.as_deref().filter(|s| *s != DEFAULT_SIGNATURE) {
+        return Err(Error::BadRequest(format!(
+            "signature {sig:?} is unknown; model {name} has only {DEFAULT_SIGNATURE:?}"
+        )));
+    }
+    let input_name = &m.manifest.input.name;
+    // Named inputs must be the model's one input; another name is refused, not ignored.
+    let only_input = |map: serde_json::Map<String, Value>, what: &str| -> Result<Value> {
+        let names: Vec<&String> = map.keys().collect();
+        match names.as_slice() {
+            [n] if *n == input_name => Ok(map.into_iter().next().map(|(_, v)| v).unwrap_or(Value::Null)),
+            _ => Err(Error::BadRequest(format!(
+                "{what} names inputs {names:?}; model {name} has one input, {input_name:?}"
+            ))),
+        }
+    };
     let (rows, columnar) = match (req.instances, req.inputs) {
         (Some(rows), None) => (rows, false),
         (None, Some(Value::Array(rows))) => (rows, true),
-        (None, Some(Value::Object(map))) => match map.into_iter().next() {
-            Some((_, Value::Array(rows))) => (rows, true),
+        (None, Some(Value::Object(map))) => match only_input(map, "\"inputs\"")? {
+            Value::Array(rows) => (rows, true),
             _ => return Err(Error::BadRequest("\"inputs\" must hold a list of samples".into())),
         },
         _ => {
@@ -102,12 +120,13 @@ async fn run(
     if rows.is_empty() {
         return Err(Error::BadRequest("no samples given".into()));
     }
+    state.check_batch(rows.len())?;
     let samples = rows
         .iter()
         .map(|r| {
             // A row may be the sample itself or {"input": sample}.
             let v = match r {
-                Value::Object(o) => o.get(&m.manifest.input.name).cloned().unwrap_or(Value::Null),
+                Value::Object(o) => only_input(o.clone(), "an instance")?,
                 other => other.clone(),
             };
             m.manifest

@@ -1,6 +1,7 @@
 //! The KServe v2 / Open Inference Protocol endpoints.
 
 use super::auth::Caller;
+use super::parameters::Parameters;
 use super::tensor::{flatten, numel, Data};
 use crate::{AppState, Error, Model, Result};
 use actix_web::{web, HttpResponse};
@@ -85,17 +86,25 @@ async fn model_ready(_: Caller, state: web::Data<AppState>, path: web::Path<Mode
     })
 }
 
+// The v2 protocol's request types, field for field: anything else, or a field of another
+// type, is refused rather than ignored.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct InferInput {
     name: String,
     shape: Vec<i64>,
     datatype: String,
+    #[serde(default)]
+    parameters: Option<Parameters>,
     data: Data,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RequestedOutput {
     name: String,
+    #[serde(default)]
+    parameters: Option<Parameters>,
 }
 
 #[derive(Deserialize)]
@@ -107,8 +116,32 @@ struct InferRequest {
     #[serde(default)]
     outputs: Option<Vec<RequestedOutput>>,
     #[serde(default)]
-    #[allow(dead_code)]
-    parameters: Option<Value>,
+    parameters: Option<Parameters>,
+}
+
+impl InferRequest {
+    /// Refuses parameters asking for extensions kiln does not implement, and an output
+    /// asked for twice (each would be computed and sent again).
+    fn check(&self) -> Result<()> {
+        if let Some(p) = &self.parameters {
+            p.refuse_unsupported("the request")?;
+        }
+        for i in &self.inputs {
+            if let Some(p) = &i.parameters {
+                p.refuse_unsupported(&format!("input {:?}", i.name))?;
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for o in self.outputs.iter().flatten() {
+            if let Some(p) = &o.parameters {
+                p.refuse_unsupported(&format!("output {:?}", o.name))?;
+            }
+            if !seen.insert(o.name.as_str()) {
+                return Err(Error::BadRequest(format!("output {:?} is asked for twice", o.name)));
+            }
+        }
+        Ok(())
+    }
 }
 
 async fn infer(
@@ -120,6 +153,7 @@ async fn infer(
 ) -> Result<HttpResponse> {
     let m = state.get(&path.name, path.version.as_deref())?;
     let req = body.into_inner();
+    req.check()?;
     let [input] = req.inputs.as_slice() else {
         return Err(Error::BadRequest(format!(
             "model {} takes exactly one input, got {}",
@@ -158,6 +192,7 @@ async fn infer(
             input.shape
         )));
     }
+    state.check_batch(usize::try_from(input.shape[0]).unwrap_or(0))?;
     let per = m.manifest.sample_len().max(1);
     let samples = values
         .chunks(per)
