@@ -40,28 +40,33 @@ pub fn docker(args: &[&str]) -> String {
         .to_string()
 }
 
-/// Whether a Docker engine answers; prints why not.
+/// Whether a Docker engine answers. Where none does, the tests are skipped, saying so
+/// loudly; under `CI=true` (CI's machines have an engine) that is a failure instead.
 pub fn docker_answers() -> bool {
-    static ANSWERS: OnceLock<bool> = OnceLock::new();
-    *ANSWERS.get_or_init(|| {
+    static ANSWERS: OnceLock<Result<(), String>> = OnceLock::new();
+    let answer = ANSWERS.get_or_init(|| {
         match Command::new("docker")
             .args(["info", "--format", "{{.ServerVersion}}"])
             .output()
         {
-            Ok(o) if o.status.success() => true,
-            Ok(o) => {
-                eprintln!(
-                    "SKIPPED: no Docker engine answers (`docker info`: {})",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                false
-            }
-            Err(e) => {
-                eprintln!("SKIPPED: the docker command cannot run: {e}");
-                false
-            }
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(format!(
+                "no Docker engine answers (`docker info`: {})",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Err(format!("the docker command cannot run: {e}")),
         }
-    })
+    });
+    match answer {
+        Ok(()) => true,
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true, and the container tests need a Docker engine: {why}")
+        }
+        Err(why) => {
+            eprintln!("\n********\nSKIPPED: {why}\n********\n");
+            false
+        }
+    }
 }
 
 /// The images, built once per test process with docker/build.sh when missing.
