@@ -28,6 +28,10 @@ if ! .venv/bin/python -c "import tritonclient.http" 2>/dev/null; then
   log "installing tritonclient[http] into .venv (the independent KServe v2 client of the conformance test)"
   .venv/bin/pip install --quiet --disable-pip-version-check "tritonclient[http]==2.73.0"
 fi
+if ! .venv/bin/python -c "import safetensors" 2>/dev/null; then
+  log "installing safetensors into .venv (PyTorch's reader of kiln's weights in the parity tests)"
+  .venv/bin/pip install --quiet --disable-pip-version-check "safetensors==0.8.0"
+fi
 TORCH_DIR="$(.venv/bin/python -c 'import os,torch; print(os.path.dirname(torch.__file__))')"
 ln -sfn "$TORCH_DIR" .libtorch
 LIBTORCH="$ROOT/.libtorch"

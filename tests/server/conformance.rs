@@ -72,6 +72,10 @@ fn tritonclient_accepts_the_v2_answers() {
         .collect();
     assert_eq!(r["fp32"]["id"], "tc-1");
     assert_eq!(r["fp32"]["model_version"], "2");
+    // Lengths first: zip stops at the shorter list, so a short answer would pass unseen.
+    assert_eq!(floats(&r["fp32"]["probabilities"]).len(), want_probs.concat().len());
+    assert_eq!(floats(&r["fp64"]["logits"]).len(), want_logits.concat().len());
+    assert_eq!(floats(&r["fp32"]["class"]).len(), images.len());
     for (got, want) in floats(&r["fp32"]["probabilities"]).iter().zip(want_probs.concat()) {
         assert!((got - want as f64).abs() < 1e-5, "{got} vs {want}");
     }

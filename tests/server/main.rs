@@ -10,6 +10,8 @@ mod conformance;
 mod errors;
 mod images;
 mod lifecycle;
+mod limits;
 mod openapi;
+mod parity;
 mod protocol;
 mod repository;

@@ -58,6 +58,8 @@ pub struct Server {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     _repo: tempfile::TempDir,
+    /// The server's stderr.
+    log: tempfile::NamedTempFile,
 }
 
 impl Drop for Server {
@@ -86,18 +88,21 @@ impl Server {
             .unwrap()
             .port();
         let bind = format!("127.0.0.1:{port}");
+        let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_kiln-serve"))
             .args(["--model-repository", repo.path().to_str().unwrap(), "--bind", &bind])
             .args(extra)
             .env_remove("LD_LIBRARY_PATH")
+            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
         let server = Server {
             child,
             url: format!("http://{bind}"),
             _repo: repo,
+            log,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -184,6 +189,11 @@ impl Server {
     pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let (s, _, v) = self.post_raw(path, "application/json", serde_json::to_vec(body).unwrap());
         (s, v)
+    }
+
+    /// What the server has written to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
     }
 
     /// The server's process id.

@@ -27,6 +27,26 @@ pub enum Command {
     Eval(EvalArgs),
     /// Predict the class of image (PNG/JPEG) or JSON input files with a package.
     Predict(PredictArgs),
+    /// Make a package of weights trained elsewhere (e.g. PyTorch, saved as safetensors
+    /// with the tensor names of the config's architecture).
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// Config naming the architecture (`model`), the data whose classes and input shape
+    /// the model has (`data`; `normalize = false` for inputs in 0..1), `name` and `version`.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// The weights: a safetensors file whose tensor names and shapes are the architecture's.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Where to write the package folder.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Config overrides, as for `train` (e.g. --set 'model={arch="mlp", hidden=[128]}').
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 #[derive(clap::Args)]

@@ -97,6 +97,11 @@ fn run(cli: Cli, started: Instant) -> Result<(), Error> {
             let result = evaluate_package(&package, data, a.batch_size, a.top_k)?;
             println!("{}", serde_json::to_string(&result).map_err(cfg_err)?);
         }
+        Command::Import(a) => {
+            let config = TrainConfig::load(Some(&a.config), &a.set)?;
+            let m = kiln_train::import_weights(&config, &a.weights, &a.out)?;
+            println!("package: {} ({} version {})", a.out.display(), m.name, m.version);
+        }
         Command::Predict(a) => {
             let package = Package::load(&a.package, kiln_tensor::Device::Cpu)?;
             for p in predict_files(&package, &a.files, a.top_k)? {

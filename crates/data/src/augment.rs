@@ -72,9 +72,38 @@ mod tests {
             flipped |= s == [2.0, 1.0, 4.0, 3.0];
         }
         assert!(flipped);
+    }
+
+    /// `src` (3x3) moved so that output (y, x) is input (y + dy, x + dx), zeros outside.
+    fn shifted(src: &[f32; 9], dy: i64, dx: i64) -> [f32; 9] {
+        let mut out = [0.0; 9];
+        for y in 0..3i64 {
+            for x in 0..3i64 {
+                let (sy, sx) = (y + dy, x + dx);
+                if (0..3).contains(&sy) && (0..3).contains(&sx) {
+                    out[(y * 3 + x) as usize] = src[(sy * 3 + sx) as usize];
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn shifts_move_the_image_by_every_offset_up_to_the_limit() {
         let a = Augment { hflip: false, shift: 1 };
-        let mut s = [1.0; 9];
-        a.apply(&mut s, &[1, 3, 3], &mut SplitMix64::new(3), &mut Vec::new());
-        assert!(s.iter().sum::<f32>() <= 9.0);
+        let src = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let mut s = src;
+            a.apply(&mut s, &[1, 3, 3], &mut SplitMix64::new(seed), &mut Vec::new());
+            // The result is the image moved by one offset in [-1, 1] x [-1, 1].
+            let offset = (-1..=1)
+                .flat_map(|dy| (-1..=1).map(move |dx| (dy, dx)))
+                .find(|&(dy, dx)| shifted(&src, dy, dx) == s)
+                .unwrap_or_else(|| panic!("seed {seed}: {s:?} is no shift of the image"));
+            seen.insert(offset);
+        }
+        // Every offset, the zero one included, is drawn: a shift that does nothing fails here.
+        assert_eq!(seen.len(), 9, "offsets drawn: {seen:?}");
     }
 }

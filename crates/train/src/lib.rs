@@ -25,6 +25,7 @@ mod config;
 mod early_stop;
 mod error;
 mod evaluate;
+mod import;
 mod metrics;
 mod metrics_log;
 mod optim;
@@ -43,6 +44,7 @@ pub use config::{
 pub use early_stop::{EarlyStopping, Monitor};
 pub use error::{Error, Result};
 pub use evaluate::{evaluate, evaluate_package, EvalResult};
+pub use import::import_weights;
 pub use metrics::{ClassMetrics, Confusion};
 pub use metrics_log::MetricsLog;
 pub use optim::{Optimizer, ParamGroup};
