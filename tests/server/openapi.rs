@@ -89,6 +89,9 @@ fn every_documented_operation_answers_as_documented() {
     assert!(checked >= 20);
 }
 
+/// A request to make and the status it must get: URL, headers, body, status.
+type Case<'a> = (String, Vec<(&'a str, &'a str)>, Option<Value>, u16);
+
 /// The errors every operation can be made to give, each answered with a documented status
 /// and a body that fits that status's documented schema.
 #[test]
@@ -108,7 +111,7 @@ fn errors_are_answered_as_documented() {
             let auth = [("authorization", token)];
             let example = op.pointer("/requestBody/content/application~1json/example");
             let url = path.replace("{name}", "fashion").replace("{version}", "2");
-            let mut cases: Vec<(String, Vec<(&str, &str)>, Option<Value>, u16)> = Vec::new();
+            let mut cases: Vec<Case> = Vec::new();
             if secured.contains("Token") {
                 cases.push((url.clone(), vec![], example.cloned(), 401));
                 cases.push((
