@@ -39,16 +39,24 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Test hook: `KILN_ATOMIC_ABORT_AT=<step>` aborts the process at that step of
-/// [`write_dir`], as a crash or a SIGKILL would, so tests can check what is left.
-#[cfg(test)]
+/// Test hook, for crash tests only: `KILN_ATOMIC_ABORT_AT=<step>` or `<step>:<n>` aborts
+/// the process when [`write_dir`] reaches `step` (`partial`: the first file written;
+/// `built`: the new folder complete, not yet in place; `exchanged`: swapped in, the old
+/// not yet removed) for the `n`th time (default 1), as a crash or SIGKILL would.
 fn crash_point(step: &str) {
-    if std::env::var("KILN_ATOMIC_ABORT_AT").is_ok_and(|s| s == step) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    let Ok(spec) = std::env::var("KILN_ATOMIC_ABORT_AT") else {
+        return;
+    };
+    let (at, nth) = match spec.split_once(':') {
+        Some((s, n)) => (s.to_string(), n.parse::<usize>().unwrap_or(1)),
+        None => (spec, 1),
+    };
+    if at == step && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == nth {
         std::process::abort();
     }
 }
-#[cfg(not(test))]
-fn crash_point(_: &str) {}
 
 /// Writes `bytes` to `path` atomically, creating the parent folder if needed.
 pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -137,10 +145,13 @@ pub fn write_dir(dir: &Path, files: &[(&str, &[u8])]) -> io::Result<()> {
     let tmp = sibling(dir, "tmp")?;
     let result = (|| {
         fs::create_dir(&tmp)?;
-        for (name, bytes) in files {
+        for (i, (name, bytes)) in files.iter().enumerate() {
             let mut f = File::create(tmp.join(name))?;
             f.write_all(bytes)?;
             f.sync_all()?;
+            if i == 0 {
+                crash_point("partial");
+            }
         }
         sync_dir(&tmp)?;
         crash_point("built");

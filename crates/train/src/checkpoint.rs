@@ -91,6 +91,14 @@ pub fn save(run: &Path, state: &RunState, net: &Network, opt: &Optimizer, keep: 
     for old in all.iter().take(all.len().saturating_sub(keep.max(1))) {
         std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
     }
+    // What writes cut short by a crash left (`.ckpt-*` folders, never read).
+    let leftovers = std::fs::read_dir(checkpoints_dir(run))
+        .map_err(|e| Error::io(checkpoints_dir(run), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".ckpt-")));
+    for p in leftovers {
+        std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+    }
     Ok(dir)
 }
 
