@@ -9,6 +9,8 @@
 mod config;
 mod decode;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 mod policy;
 mod repository;

@@ -36,7 +36,7 @@ mod schedule;
 mod sources;
 mod trainer;
 
-pub use checkpoint::{Checkpoint, RunState};
+pub use checkpoint::{load_latest as load_checkpoint, Checkpoint, RunState};
 pub use config::{
     CheckpointConfig, DataConfig, DatasetKind, EarlyStoppingConfig, MixedPrecision, OptimizerConfig, OptimizerKind,
     TrainConfig,

@@ -55,9 +55,43 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>> {
     Ok(body)
 }
 
-enum Input {
+pub(crate) enum Input {
     Values(Data),
     Encoded(Vec<u8>),
+}
+
+/// A request's input, model and top-k, from its body: the image itself (PNG/JPEG content
+/// types) or the JSON request, whose query-string model and top-k are the fallbacks.
+pub(crate) fn parse_body(
+    content_type: &str,
+    body: Vec<u8>,
+    model: Option<String>,
+    top_k: Option<usize>,
+) -> Result<(Input, Option<String>, Option<usize>)> {
+    if content_type.starts_with("image/png") || content_type.starts_with("image/jpeg") {
+        Ok((Input::Encoded(body), model, top_k))
+    } else if content_type.starts_with("application/json") {
+        let r: PredictRequest =
+            serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("malformed JSON body: {e}")))?;
+        let input = match (r.image, r.image_base64) {
+            (Some(v), None) => Input::Values(v),
+            (None, Some(b64)) => Input::Encoded(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| Error::BadRequest(format!("image_base64 is not valid base64: {e}")))?,
+            ),
+            _ => {
+                return Err(Error::BadRequest(
+                    "give exactly one of \"image\" (pixel values) and \"image_base64\"".into(),
+                ))
+            }
+        };
+        Ok((input, r.model.or(model), r.top_k.or(top_k)))
+    } else {
+        Err(Error::BadRequest(format!(
+            "Content-Type {content_type:?} is not accepted; expected application/json, image/png or image/jpeg"
+        )))
+    }
 }
 
 async fn predict(
@@ -75,30 +109,7 @@ async fn predict(
         .to_ascii_lowercase();
     let body = read_body(payload, state.config.body_limit).await?;
     let query = query.into_inner();
-    let (input, model, k) = if content_type.starts_with("image/png") || content_type.starts_with("image/jpeg") {
-        (Input::Encoded(body), query.model, query.top_k)
-    } else if content_type.starts_with("application/json") {
-        let r: PredictRequest =
-            serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("malformed JSON body: {e}")))?;
-        let input = match (r.image, r.image_base64) {
-            (Some(v), None) => Input::Values(v),
-            (None, Some(b64)) => Input::Encoded(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim())
-                    .map_err(|e| Error::BadRequest(format!("image_base64 is not valid base64: {e}")))?,
-            ),
-            _ => {
-                return Err(Error::BadRequest(
-                    "give exactly one of \"image\" (pixel values) and \"image_base64\"".into(),
-                ))
-            }
-        };
-        (input, r.model.or(query.model), r.top_k.or(query.top_k))
-    } else {
-        return Err(Error::BadRequest(format!(
-            "Content-Type {content_type:?} is not accepted; expected application/json, image/png or image/jpeg"
-        )));
-    };
+    let (input, model, k) = parse_body(&content_type, body, query.model, query.top_k)?;
     let m = match model {
         Some(name) => state.get(&name, None)?,
         None => state.only()?,

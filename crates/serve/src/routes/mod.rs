@@ -2,14 +2,15 @@
 
 mod admin;
 mod auth;
-mod classic;
+pub(crate) mod classic;
 mod observe;
 mod parameters;
 mod tensor;
-mod tfserving;
-mod v2;
+pub(crate) mod tfserving;
+pub(crate) mod v2;
 
 pub use observe::record;
+pub(crate) use tensor::flatten;
 
 use crate::{AppState, Error};
 use actix_web::{dev::Payload, error::JsonPayloadError, web, FromRequest, HttpMessage, HttpRequest};

@@ -17,7 +17,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PredictRequest {
+pub(crate) struct PredictRequest {
     #[serde(default)]
     instances: Option<Vec<Value>>,
     #[serde(default)]
@@ -81,19 +81,20 @@ async fn predict_version(
     run(state, &name, Some(&version), body.into_inner()).await
 }
 
-async fn run(
-    state: web::Data<AppState>,
-    name: &str,
-    version: Option<&str>,
+/// The samples of a request to `name` whose one input is `input_name`, each as the
+/// values it holds, and whether the request was in columnar form. More than `max_batch`
+/// samples are refused before any is read.
+pub(crate) fn samples_of(
     req: PredictRequest,
-) -> Result<HttpResponse> {
-    let m = state.get(name, version)?;
+    name: &str,
+    input_name: &str,
+    max_batch: usize,
+) -> Result<(Vec<Vec<f32>>, bool)> {
     if let Some(sig) = req.signature_name.as_deref().filter(|s| *s != DEFAULT_SIGNATURE) {
         return Err(Error::BadRequest(format!(
             "signature {sig:?} is unknown; model {name} has only {DEFAULT_SIGNATURE:?}"
         )));
     }
-    let input_name = &m.manifest.input.name;
     // Named inputs must be the model's one input; another name is refused, not ignored.
     let only_input = |map: serde_json::Map<String, Value>, what: &str| -> Result<Value> {
         let names: Vec<&String> = map.keys().collect();
@@ -120,17 +121,39 @@ async fn run(
     if rows.is_empty() {
         return Err(Error::BadRequest("no samples given".into()));
     }
-    state.check_batch(rows.len())?;
+    if rows.len() > max_batch {
+        return Err(Error::BatchTooLarge {
+            samples: rows.len(),
+            max: max_batch,
+        });
+    }
     let samples = rows
-        .iter()
+        .into_iter()
         .map(|r| {
             // A row may be the sample itself or {"input": sample}.
             let v = match r {
-                Value::Object(o) => only_input(o.clone(), "an instance")?,
-                other => other.clone(),
+                Value::Object(o) => only_input(o, "an instance")?,
+                other => other,
             };
+            flatten(&Data::from_value(&v)?, "FP64")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((samples, columnar))
+}
+
+async fn run(
+    state: web::Data<AppState>,
+    name: &str,
+    version: Option<&str>,
+    req: PredictRequest,
+) -> Result<HttpResponse> {
+    let m = state.get(name, version)?;
+    let (samples, columnar) = samples_of(req, name, &m.manifest.input.name, state.config.max_batch)?;
+    let samples = samples
+        .into_iter()
+        .map(|s| {
             m.manifest
-                .prepare_values(flatten(&Data::from_value(&v)?, "FP64")?)
+                .prepare_values(s)
                 .map_err(|e| Error::BadRequest(e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -109,7 +109,7 @@ struct RequestedOutput {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct InferRequest {
+pub(crate) struct InferRequest {
     #[serde(default)]
     id: Option<String>,
     inputs: Vec<InferInput>,
@@ -117,6 +117,21 @@ struct InferRequest {
     outputs: Option<Vec<RequestedOutput>>,
     #[serde(default)]
     parameters: Option<Parameters>,
+}
+
+/// An infer body as the handler reads it, before any model: parsed, checked, and each
+/// input's data read as its datatype and counted against its shape.
+pub(crate) fn decode(body: &[u8]) -> Result<InferRequest> {
+    let req: InferRequest =
+        serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("malformed JSON body: {e}")))?;
+    req.check()?;
+    for input in &req.inputs {
+        let values = flatten(&input.data, &input.datatype)?;
+        if values.len() != numel(&input.shape)? {
+            return Err(Error::BadRequest("element count does not match the shape".into()));
+        }
+    }
+    Ok(req)
 }
 
 impl InferRequest {
