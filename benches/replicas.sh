@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# Three kiln-serve replicas behind HAProxy (docker/compose.yaml) against one kiln-serve
-# container, side by side in one run: v2 inference of one image at concurrency 64 with
-# wrk on the same machine, DURATION seconds each (default 10). On a 2-core machine all
-# four containers and the load generator share the same 2 cores, so this shows the
-# balancer's overhead more than scaling.
+# The same request measured the same way (v2 inference of one image, wrk at concurrency 64
+# on the same machine, DURATION seconds each, default 10) against, one change at a time:
+#   kiln-serve run on the host (the release binary)
+#   the kiln-serve container with host networking (the container, without Docker's NAT)
+#   the same container through a published port (adds Docker's port proxy)
+#   three replicas behind HAProxy (docker/compose.yaml; adds the balancer and two replicas)
+# On a 2-core machine all of them and the load generator share the same 2 cores, so the
+# last row shows the balancer's overhead more than scaling.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DURATION="${DURATION:-10}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 bash docker/build.sh
-cargo build --release -q -p kiln-trainer
+cargo build --release -q -p kiln-trainer -p kiln-server
 WORK="$(mktemp -d)"
 PROJECT="kilnbench$$"
 cleanup() {
   docker-compose -p "$PROJECT" -f docker/compose.yaml down -t 5 >/dev/null 2>&1 || true
-  docker rm -f "$PROJECT-single" >/dev/null 2>&1 || true
+  docker rm -f "$PROJECT-single" "$PROJECT-host" >/dev/null 2>&1 || true
+  [ -n "${HOST_PID:-}" ] && kill "$HOST_PID" 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -43,15 +47,25 @@ measure() { # name url
   python3 benches/wrk_summary.py "$WORK/wrk.txt" "$1"
 }
 
-echo "| set-up (concurrency 64) | requests/s | p50 ms | p99 ms | failed |"
+echo "| set-up (concurrency 64, v2 infer) | requests/s | p50 ms | p99 ms | failed |"
 echo "|---|---:|---:|---:|---:|"
+./target/release/kiln-serve --model-repository "$WORK/repo" --bind 127.0.0.1:18604 2>/dev/null &
+HOST_PID=$!
+ready http://127.0.0.1:18604
+measure "kiln-serve on the host" http://127.0.0.1:18604
+kill "$HOST_PID"; wait "$HOST_PID" 2>/dev/null || true; HOST_PID=""
+docker run -d --name "$PROJECT-host" --read-only --network host -e KILN_BIND=127.0.0.1:18603 \
+  -v "$WORK/repo:/models:ro" kiln-serve:latest >/dev/null
+ready http://127.0.0.1:18603
+measure "1 container, host networking" http://127.0.0.1:18603
+docker rm -f "$PROJECT-host" >/dev/null
+docker run -d --name "$PROJECT-single" --read-only -p 127.0.0.1:18602:8080 \
+  -v "$WORK/repo:/models:ro" kiln-serve:latest >/dev/null
+ready http://127.0.0.1:18602
+measure "1 container, published port (Docker's port proxy)" http://127.0.0.1:18602
+docker rm -f "$PROJECT-single" >/dev/null
 KILN_MODELS="$WORK/repo" KILN_PORT=18600 KILN_STATS_PORT=18601 \
   docker-compose -p "$PROJECT" -f docker/compose.yaml up -d >/dev/null 2>&1
 ready http://127.0.0.1:18600
 sleep 3
-measure "3 replicas behind HAProxy" http://127.0.0.1:18600
-docker-compose -p "$PROJECT" -f docker/compose.yaml down -t 5 >/dev/null 2>&1
-docker run -d --name "$PROJECT-single" --read-only -p 127.0.0.1:18602:8080 \
-  -v "$WORK/repo:/models:ro" kiln-serve:latest >/dev/null
-ready http://127.0.0.1:18602
-measure "1 replica, direct" http://127.0.0.1:18602
+measure "3 replicas behind HAProxy, published port" http://127.0.0.1:18600

@@ -59,6 +59,13 @@ impl Drop for Project {
 }
 
 /// Sends requests from 32 clients until `stop`; counts answers and failures.
+///
+/// Each client keeps its connection open across requests, as HTTP clients and load
+/// balancers do: it reads every answer to its end, which is what lets ureq put the
+/// connection back in its pool. (An answer dropped unread closes the connection, and every
+/// request then opens a new one through Docker's port proxy: hundreds per second, each
+/// leaving a socket in TIME_WAIT, until the proxy runs out of local ports and resets new
+/// connections. That was the cause of the resets this test saw; see tests/container/main.rs.)
 fn load(url: &str, stop: &AtomicBool, ok: &AtomicU64, failed: &Mutex<Vec<String>>, t0: Instant) {
     let body = v2_request(&[test_images(1).remove(0).0]);
     std::thread::scope(|s| {
@@ -66,19 +73,25 @@ fn load(url: &str, stop: &AtomicBool, ok: &AtomicU64, failed: &Mutex<Vec<String>
             s.spawn(|| {
                 let agent = agent();
                 while !stop.load(Ordering::Relaxed) {
+                    let at = t0.elapsed().as_secs_f64();
                     match agent.post(&format!("{url}/v2/models/fashion/infer")).send_json(&body) {
-                        Ok(r) if r.status().as_u16() == 200 => {
-                            ok.fetch_add(1, Ordering::Relaxed);
+                        Ok(mut r) => {
+                            let status = r.status().as_u16();
+                            match r.body_mut().read_to_string() {
+                                Ok(text) if status == 200 && text.contains("\"outputs\"") => {
+                                    ok.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(text) => failed
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{at:.1}s: status {status}: {text}")),
+                                Err(e) => failed
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{at:.1}s: status {status}, body cut short: {e}")),
+                            }
                         }
-                        Ok(r) => failed.lock().unwrap().push(format!(
-                            "{:.1}s: status {}",
-                            t0.elapsed().as_secs_f64(),
-                            r.status()
-                        )),
-                        Err(e) => failed
-                            .lock()
-                            .unwrap()
-                            .push(format!("{:.1}s: {e}", t0.elapsed().as_secs_f64())),
+                        Err(e) => failed.lock().unwrap().push(format!("{at:.1}s: {e}")),
                     }
                 }
             });

@@ -57,6 +57,10 @@ struct Args {
     /// HTTP worker threads.
     #[arg(long, env = "KILN_HTTP_WORKERS", default_value_t = 2)]
     http_workers: usize,
+    /// Most client connections open at once (over all workers); further ones wait in the
+    /// listen backlog. With --body-limit it bounds the memory request bodies can hold.
+    #[arg(long, env = "KILN_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT before the server exits.
     #[arg(long, env = "KILN_SHUTDOWN_TIMEOUT_S", default_value_t = 30)]
     shutdown_timeout_s: u64,
@@ -152,6 +156,7 @@ async fn main() -> ExitCode {
             .configure(routes::configure(app_state.clone()))
     })
     .workers(a.http_workers.max(1))
+    .max_connections((a.max_connections / a.http_workers.max(1)).max(1))
     // A client that closes its connection has gone: its request is dropped (unrun if still
     // queued) rather than answered to nobody. HTTP clients do not half-close to wait for an answer.
     .h1_allow_half_closed(false)
