@@ -125,10 +125,19 @@ fn replicas_survive_a_killed_replica_and_a_rolling_replacement_under_load() {
     let stop = AtomicBool::new(false);
     let ok = AtomicU64::new(0);
     let failed = Mutex::new(Vec::new());
+    /// Stops the load when dropped, also when a step below fails: otherwise the scope
+    /// would wait for the load threads forever instead of reporting the failure.
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     std::thread::scope(|s| {
         let started = Instant::now();
         let (url, stop, ok, failed) = (&url, &stop, &ok, &failed);
         s.spawn(move || load(url, stop, ok, failed, started));
+        let _stop_load = StopOnDrop(stop);
         let phase = |what: &str| eprintln!("{:.1}s: {what}", started.elapsed().as_secs_f64());
         std::thread::sleep(Duration::from_secs(4));
 
