@@ -54,8 +54,8 @@ for t in "${TARGETS[@]}"; do
     -max_total_time="$SECONDS_EACH" -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 \
     -artifact_prefix="tests/fuzz/artifacts/$t/" >"$out" 2>&1
   rc=$?
-  execs=$(awk -F: '/stat::number_of_executed_units/ {gsub(/ /,"",$2); print $2}' "$out")
-  rate=$(awk -F: '/stat::average_exec_per_sec/ {gsub(/ /,"",$2); print $2}' "$out")
+  execs=$(awk -F: '/stat::number_of_executed_units/ {gsub(/ /,"",$NF); print $NF}' "$out")
+  rate=$(awk -F: '/stat::average_exec_per_sec/ {gsub(/ /,"",$NF); print $NF}' "$out")
   size=$(find "$corpus" -type f | wc -l)
   after=$(find "tests/fuzz/artifacts/$t" -type f | wc -l)
   findings=$((after - before))
