@@ -2,7 +2,6 @@
 //! tensors are those of one of kiln's architectures becomes a kiln package.
 
 use crate::{Error, Result, Sources, TrainConfig};
-use kiln_data::Normalize;
 use kiln_model::Network;
 use kiln_package::{Manifest, Package};
 use std::path::Path;
@@ -20,15 +19,7 @@ pub fn import_weights(config: &TrainConfig, weights: &Path, out: &Path) -> Resul
     let shape: Vec<i64> = sources.train.sample_shape().iter().map(|&d| d as i64).collect();
     let mut spec = config.model.clone();
     spec.fit_to(&shape, sources.classes.len() as i64)?;
-    let normalize = if config.data.normalize {
-        let channels = sources
-            .image
-            .map(|l| l.channels)
-            .unwrap_or_else(|| sources.train.sample_len());
-        Some(Normalize::fit(&*sources.train, channels, 20_000)?)
-    } else {
-        None
-    };
+    let normalize = sources.normalization(config.data.normalize)?;
     let mut net = Network::new(spec, kiln_tensor::Device::Cpu)?;
     let bytes = std::fs::read(weights).map_err(|e| Error::io(weights, e))?;
     kiln_package::decode_weights(&bytes, &mut net).map_err(|e| Error::Input(format!("{}: {e}", weights.display())))?;

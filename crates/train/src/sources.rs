@@ -1,7 +1,9 @@
 //! Opening the datasets a config names: train, validation and test.
 
 use crate::{DataConfig, DatasetKind, Error, Result};
-use kiln_data::{relabel, split, take_first, CsvDataset, Dataset, ImageFolder, ImageLayout, KnownDataset, Split};
+use kiln_data::{
+    relabel, split, take_first, CsvDataset, Dataset, ImageFolder, ImageLayout, KnownDataset, Normalize, Split,
+};
 use std::sync::Arc;
 
 /// The datasets of a run.
@@ -21,6 +23,19 @@ pub struct Sources {
 }
 
 impl Sources {
+    /// The per-channel normalisation fitted on the training data (one channel per image
+    /// channel, or per feature), or `None` when `enabled` is off.
+    pub fn normalization(&self, enabled: bool) -> Result<Option<Normalize>> {
+        if !enabled {
+            return Ok(None);
+        }
+        let channels = self
+            .image
+            .map(|l| l.channels)
+            .unwrap_or_else(|| self.train.sample_len());
+        Ok(Some(Normalize::fit(&*self.train, channels, 20_000)?))
+    }
+
     /// Opens the data `cfg` names, splitting off validation samples with `seed`.
     pub fn open(cfg: &DataConfig, seed: u64) -> Result<Sources> {
         let full = open_split(cfg, Split::Train)?

@@ -159,15 +159,7 @@ fn run(
     let runtime = Runtime::init(config.device, config.threads, config.seed)?;
     let sources = Sources::open(&config.data, config.seed)?;
     let shape: Vec<i64> = sources.train.sample_shape().iter().map(|&d| d as i64).collect();
-    let normalize = if config.data.normalize {
-        let channels = sources
-            .image
-            .map(|l| l.channels)
-            .unwrap_or_else(|| sources.train.sample_len());
-        Some(Normalize::fit(&*sources.train, channels, 20_000)?)
-    } else {
-        None
-    };
+    let normalize = sources.normalization(config.data.normalize)?;
     config.model.fit_to(&shape, sources.classes.len() as i64)?;
     if ckpt.is_none() {
         let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
