@@ -5,7 +5,7 @@
 //! - the classic recipe trained in PyTorch, saved as safetensors and imported as a kiln
 //!   package, is answered by kiln-serve as PyTorch answers it, within 1e-5.
 
-use crate::util::{copy_dir, test_images, trained_package, v2_request, Server};
+use crate::util::{copy_dir, test_images, train_package, trained_package, v2_request, Server};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,26 +44,14 @@ fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
 fn trained_cnn() -> PathBuf {
     static DIR: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let sets: Vec<String> = [
+        train_package(&[
             "model={arch=\"cnn\", channels=[8, 16], hidden=32, batch_norm=true}",
             "data.limit_train=2000",
             "data.limit_test=100",
             "epochs=1",
             "threads=1",
             "name=\"fashion-cnn\"",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let config = kiln_train::TrainConfig::load(None, &sets).unwrap();
-        let opts = kiln_train::TrainOptions {
-            quiet: true,
-            ..Default::default()
-        };
-        let report = kiln_train::train(&config, &dir.path().join("run"), &opts).unwrap();
-        let pkg = report.package_dir.clone();
-        (dir, pkg)
+        ])
     })
     .1
     .clone()

@@ -6,30 +6,33 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Trains a package with the config overrides `sets`: the folder holding the run, and
+/// the package's path in it.
+pub fn train_package(sets: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let config = kiln_train::TrainConfig::load(None, &sets).unwrap();
+    let opts = kiln_train::TrainOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let report = kiln_train::train(&config, &dir.path().join("run"), &opts).unwrap();
+    let pkg = report.package_dir.clone();
+    (dir, pkg)
+}
+
 /// A package trained once per test process (an MLP on 3,000 Fashion-MNIST images).
 pub fn trained_package() -> &'static Path {
     static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let sets: Vec<String> = [
+        train_package(&[
             "model={arch=\"mlp\", hidden=[64]}",
             "data.limit_train=3000",
             "data.limit_test=200",
             "epochs=2",
             "threads=1",
             "name=\"fashion\"",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let config = kiln_train::TrainConfig::load(None, &sets).unwrap();
-        let opts = kiln_train::TrainOptions {
-            quiet: true,
-            ..Default::default()
-        };
-        let report = kiln_train::train(&config, &dir.path().join("run"), &opts).unwrap();
-        let pkg = report.package_dir.clone();
-        (dir, pkg)
+        ])
     })
     .1
 }
