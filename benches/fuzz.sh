@@ -3,7 +3,9 @@
 # images, IDX, CSV, the manifest, safetensors, checkpoints) with cargo-fuzz (libFuzzer),
 # and reports executions and findings per target.
 #   benches/fuzz.sh [SECONDS] [TARGET...]   each target for SECONDS (default 600)
-#   benches/fuzz.sh --smoke                 every target for 5 s (CI: the corpus replayed, then a little more)
+#   benches/fuzz.sh --smoke                 every target for 5 s (CI: the corpus replayed, then a little more),
+#                                           built unoptimized (--dev) so that CI spends its time
+#                                           running the targets rather than optimizing them
 # Needs a nightly toolchain (detected; without one this says so and exits 0 with --smoke,
 # 1 otherwise); installs cargo-fuzz when missing. Corpora live in tests/fuzz/corpus/<target>
 # (kept in the repository; new inputs found are added there); a crash is saved under
@@ -36,8 +38,12 @@ TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
   mapfile -t TARGETS < <(cargo "+$NIGHTLY" fuzz list --fuzz-dir tests/fuzz)
 fi
-log "building ${#TARGETS[@]} targets with $NIGHTLY"
-cargo "+$NIGHTLY" fuzz build --fuzz-dir tests/fuzz -O >&2 || exit 1
+# Long runs want fast targets (release, one codegen unit: cargo-fuzz's default); the smoke
+# wants a fast build.
+BUILD=(-O)
+[ -n "$SMOKE" ] && BUILD=(--dev)
+log "building ${#TARGETS[@]} targets with $NIGHTLY (${BUILD[*]})"
+cargo "+$NIGHTLY" fuzz build --fuzz-dir tests/fuzz "${BUILD[@]}" >&2 || exit 1
 
 FAILED=0
 printf '%-18s %12s %10s %8s %s\n' target executions exec/s corpus findings
@@ -50,7 +56,7 @@ for t in "${TARGETS[@]}"; do
     # A smoke run leaves the repository's corpus as it is.
     corpus="$(mktemp -d)"; cp -r "tests/fuzz/corpus/$t/." "$corpus/"
   fi
-  cargo "+$NIGHTLY" fuzz run --fuzz-dir tests/fuzz -O "$t" "$corpus" -- \
+  cargo "+$NIGHTLY" fuzz run --fuzz-dir tests/fuzz "${BUILD[@]}" "$t" "$corpus" -- \
     -max_total_time="$SECONDS_EACH" -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 \
     -artifact_prefix="tests/fuzz/artifacts/$t/" >"$out" 2>&1
   rc=$?

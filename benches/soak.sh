@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Soak: kiln-serve under a mix of good requests, bad requests and repository changes, with
-# more load offered than it can answer, for DURATION seconds (default 600).
+# about twice the load it sustains offered, for DURATION seconds (default 600).
+#   - the server runs on one core and the load generator (wrk) on the other (taskset), so
+#     that the offered load does not depend on how the two share cores;
 #   - first, what the server sustains: 15 s of good requests alone at concurrency 32;
-#   - good: v2 infer of one Fashion-MNIST image, by 256 wrk connections against a queue
-#     of 8 (--queue-capacity), so that part of them is shed with 429;
-#   - bad: 32 wrk connections cycling through malformed JSON, an unknown model, a client-
+#   - then OVERLOAD (default 2) times that rate is offered: 85% good requests (v2 infer of
+#     one Fashion-MNIST image, 256 wrk connections, each pausing between requests so that
+#     together they offer their share) against a queue of 8 (--queue-capacity), so that
+#     what the server cannot take is shed with 429;
+#   - 15% bad requests, by 32 wrk connections cycling through malformed JSON, an unknown model, a client-
 #     chosen random model name, a batch over --max-batch, a wrong shape, a PNG declaring
 #     16,000 x 16,000 pixels: each must get its documented 4xx;
 #   - repository changes: every 15 s a new version is copied in and the oldest removed
@@ -18,7 +22,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DURATION="${1:-600}"
+OVERLOAD="${OVERLOAD:-2}"
 WARMUP=60
+# One core for the server, another for the load generator (both the same on a 1-core box).
+NCPU=$(nproc)
+SERVER_CPU=0
+LOAD_CPU=$(( NCPU > 1 ? 1 : 0 ))
 bash scripts/setup.sh >/dev/null
 if ! command -v wrk >/dev/null; then
   echo "[soak] installing wrk from Debian's packages" >&2
@@ -55,7 +64,11 @@ open(f"{work}/big.json", "w").write(v2(40))
 open(f"{work}/shape.json", "w").write(v2(1, [1, 28, 28]))
 PY
 
+# good.lua and bad.lua pause DELAY_MS (from the environment) between a connection's
+# requests, so that the offered rate is set rather than as fast as answers come back.
 cat > "$WORK/good.lua" <<LUA
+local pause = tonumber(os.getenv("DELAY_MS") or "0")
+function delay() return pause end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = io.open("$WORK/good.json"):read("*a")
@@ -74,6 +87,8 @@ function done(summary, latency, requests)
 end
 LUA
 cat > "$WORK/bad.lua" <<LUA
+local pause = tonumber(os.getenv("DELAY_MS") or "0")
+function delay() return pause end
 local function read(name) return io.open("$WORK/" .. name, "rb"):read("*a") end
 local reqs = {
   {"/v2/models/fashion/infer", "application/json", '{"inputs": ['},
@@ -106,7 +121,7 @@ end
 LUA
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-./target/release/kiln-serve --model-repository "$WORK/repo" --bind "127.0.0.1:$PORT" \
+taskset -c "$SERVER_CPU" ./target/release/kiln-serve --model-repository "$WORK/repo" --bind "127.0.0.1:$PORT" \
   --poll-interval 1s --queue-capacity 8 --max-batch 32 --http-workers 2 2>"$WORK/server.log" &
 SERVER=$!
 PIDS+=("$SERVER")
@@ -130,11 +145,17 @@ PIDS+=($!)
 PIDS+=($!)
 
 # What it sustains: good requests alone, no overload.
-wrk -t1 -c32 -d15s --timeout 10s -s "$WORK/good.lua" "$URL/v2/models/fashion/infer" > "$WORK/sustain.txt" 2>&1
+taskset -c "$LOAD_CPU" wrk -t1 -c32 -d15s --timeout 10s -s "$WORK/good.lua" "$URL/v2/models/fashion/infer" > "$WORK/sustain.txt" 2>&1
+SUSTAINED=$(awk '/Requests\/sec/ {print $2}' "$WORK/sustain.txt")
+# Each of C connections offers 1000/DELAY requests per second (answers take far less than
+# the pause at this load), so DELAY = C * 1000 / its share of OVERLOAD x SUSTAINED.
+GOOD_DELAY=$(python3 -c "print(max(1, round(256 * 1000 / (0.85 * $OVERLOAD * $SUSTAINED))))")
+BAD_DELAY=$(python3 -c "print(max(1, round(32 * 1000 / (0.15 * $OVERLOAD * $SUSTAINED))))")
+echo "[soak] sustained $SUSTAINED req/s; offering ${OVERLOAD}x: good pause ${GOOD_DELAY} ms x 256 connections, bad pause ${BAD_DELAY} ms x 32" >&2
 T0=$(date +%s)
-wrk -t1 -c256 -d"${DURATION}s" --timeout 10s -s "$WORK/good.lua" "$URL/v2/models/fashion/infer" > "$WORK/good.txt" 2>&1 &
+DELAY_MS=$GOOD_DELAY taskset -c "$LOAD_CPU" wrk -t1 -c256 -d"${DURATION}s" --timeout 10s -s "$WORK/good.lua" "$URL/v2/models/fashion/infer" > "$WORK/good.txt" 2>&1 &
 G=$!
-wrk -t1 -c32 -d"${DURATION}s" --timeout 10s -s "$WORK/bad.lua" "$URL/" > "$WORK/bad.txt" 2>&1 &
+DELAY_MS=$BAD_DELAY taskset -c "$LOAD_CPU" wrk -t1 -c32 -d"${DURATION}s" --timeout 10s -s "$WORK/bad.lua" "$URL/" > "$WORK/bad.txt" 2>&1 &
 B=$!
 wait "$G" "$B" || true
 ELAPSED=$(( $(date +%s) - T0 ))

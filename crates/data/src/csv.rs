@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
 
+/// The largest integer label a CSV file may use. Integer labels are class indices, so a
+/// label of `n` makes `n + 1` classes (and a model output as wide); a larger one is refused
+/// rather than allocated, with a hint to name the classes instead.
+pub const MAX_INTEGER_LABEL: i64 = 65_535;
+
 /// Which column of a CSV file holds the label.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -24,8 +29,9 @@ impl Default for LabelColumn {
 
 /// A tabular dataset: every column but the label is an `f32` feature.
 ///
-/// Labels that are all non-negative integers are used as they are (classes `"0".."max"`);
-/// otherwise each distinct label text becomes a class, in sorted order.
+/// Labels that are all non-negative integers are used as they are (classes `"0".."max"`,
+/// `max` below [`MAX_INTEGER_LABEL`]); otherwise each distinct label text becomes a class,
+/// in sorted order.
 #[derive(Clone, Debug)]
 pub struct CsvDataset {
     features: Vec<f32>,
@@ -108,7 +114,7 @@ impl CsvDataset {
         if raw_labels.is_empty() {
             return Err(Error::format(path, "has a header but no rows"));
         }
-        let (labels, classes) = encode_labels(&raw_labels);
+        let (labels, classes) = encode_labels(path, &raw_labels)?;
         let feature_names = headers
             .iter()
             .enumerate()
@@ -130,11 +136,28 @@ impl CsvDataset {
     }
 }
 
-fn encode_labels(raw: &[String]) -> (Vec<i64>, Vec<String>) {
+fn encode_labels(path: &Path, raw: &[String]) -> Result<(Vec<i64>, Vec<String>)> {
     let ints: Option<Vec<i64>> = raw.iter().map(|s| s.parse::<i64>().ok().filter(|v| *v >= 0)).collect();
-    match ints {
+    Ok(match ints {
         Some(ints) => {
-            let max = ints.iter().copied().max().unwrap_or(0);
+            let (row, max) = ints
+                .iter()
+                .copied()
+                .enumerate()
+                .max_by_key(|(_, v)| *v)
+                .unwrap_or((0, 0));
+            if max > MAX_INTEGER_LABEL {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "line {}: label {max} is too large: integer labels are class indices \
+                         (label n means n + 1 classes) and may be at most {MAX_INTEGER_LABEL}; \
+                         for sparse ids, give the classes names (any label that is not an \
+                         integer makes every label a class name)",
+                        row + 2
+                    ),
+                ));
+            }
             (ints, (0..=max).map(|i| i.to_string()).collect())
         }
         None => {
@@ -145,7 +168,7 @@ fn encode_labels(raw: &[String]) -> (Vec<i64>, Vec<String>) {
                 .collect();
             (labels, classes)
         }
-    }
+    })
 }
 
 impl Dataset for CsvDataset {
@@ -204,6 +227,20 @@ mod tests {
         let ds = CsvDataset::load(&p, &LabelColumn::Index(1)).unwrap();
         assert_eq!(ds.classes().len(), 3);
         assert_eq!(ds.label(0).unwrap(), 2);
+    }
+
+    #[test]
+    fn integer_labels_past_the_limit_are_refused_naming_the_line() {
+        // Found by the csv fuzz target: a label of 444444444442 made as many class names.
+        let (_d, p) = write("label,x0,x1\n444444444442,5,6\n");
+        let err = CsvDataset::load(&p, &LabelColumn::Index(0)).unwrap_err().to_string();
+        assert!(
+            err.contains("line 2") && err.contains("444444444442") && err.contains("65535"),
+            "{err}"
+        );
+        let (_d, p) = write("x,label\n1,0\n2,65535\n");
+        let ds = CsvDataset::load(&p, &LabelColumn::default()).unwrap();
+        assert_eq!(ds.classes().len(), 65_536);
     }
 
     #[test]

@@ -32,7 +32,7 @@ mod relabel;
 mod rng;
 mod split;
 
-pub use crate::csv::{CsvDataset, LabelColumn};
+pub use crate::csv::{CsvDataset, LabelColumn, MAX_INTEGER_LABEL};
 pub use augment::Augment;
 pub use dataset::{Dataset, Subset};
 pub use error::{Error, Result};
