@@ -9,7 +9,9 @@
 # Needs a nightly toolchain (detected; without one this says so and exits 0 with --smoke,
 # 1 otherwise); installs cargo-fuzz when missing. Corpora live in tests/fuzz/corpus/<target>
 # (kept in the repository; new inputs found are added there); a crash is saved under
-# tests/fuzz/artifacts/<target>/ and makes the script exit 1.
+# tests/fuzz/artifacts/<target>/ and makes the script exit 1. Inputs that once crashed a
+# target are kept in tests/fuzz/regressions/<target>/ (which `cargo fuzz cmin` never
+# prunes) and replayed by every run, smoke included.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -56,7 +58,9 @@ for t in "${TARGETS[@]}"; do
     # A smoke run leaves the repository's corpus as it is.
     corpus="$(mktemp -d)"; cp -r "tests/fuzz/corpus/$t/." "$corpus/"
   fi
-  cargo "+$NIGHTLY" fuzz run --fuzz-dir tests/fuzz "${BUILD[@]}" "$t" "$corpus" -- \
+  regressions=()
+  [ -d "tests/fuzz/regressions/$t" ] && regressions=("tests/fuzz/regressions/$t")
+  cargo "+$NIGHTLY" fuzz run --fuzz-dir tests/fuzz "${BUILD[@]}" "$t" "$corpus" "${regressions[@]}" -- \
     -max_total_time="$SECONDS_EACH" -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 \
     -artifact_prefix="tests/fuzz/artifacts/$t/" >"$out" 2>&1
   rc=$?
