@@ -196,6 +196,12 @@ impl GgufFile {
             },
         };
         let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
+        if !tensors.is_empty() && data_start > bytes.len() as u64 {
+            return Err(format(format!(
+                "the tensor data would start at byte {data_start} (the header padded to the alignment {alignment}), past the end of the file ({} bytes)",
+                bytes.len()
+            )));
+        }
         let data_len = (bytes.len() as u64).saturating_sub(data_start);
         let mut seen = std::collections::HashSet::new();
         for t in &tensors {
@@ -261,10 +267,16 @@ impl GgufFile {
             name: name.to_string(),
             kind: t.kind,
         })?;
-        // Sizes and offsets were checked against the file when it was read.
-        let start = self.data_start + t.offset as usize;
-        let end = start + kind.bytes_for(t.elements())? as usize;
-        Ok((t.shape(), dequantize(kind, &self.bytes[start..end])?))
+        // Sizes and offsets were checked against the file when it was read; the slice is
+        // still taken with `get`, so that a gap in those checks is an error, not a panic.
+        let size = kind.bytes_for(t.elements())?;
+        let bytes = usize::try_from(t.offset)
+            .ok()
+            .and_then(|o| self.data_start.checked_add(o))
+            .and_then(|start| Some(start..start.checked_add(usize::try_from(size).ok()?)?))
+            .and_then(|range| self.bytes.get(range))
+            .ok_or_else(|| format(format!("tensor {name:?} lies outside the file")))?;
+        Ok((t.shape(), dequantize(kind, bytes)?))
     }
 }
 
@@ -347,6 +359,25 @@ mod tests {
         for len in 0..f.len() {
             assert!(GgufFile::from_bytes(f[..len].to_vec()).is_err(), "cut at {len}");
         }
+    }
+
+    #[test]
+    fn an_empty_tensor_past_the_end_of_the_file_is_refused() {
+        // Found by the gguf fuzz target: a tensor with a zero dimension passed the size
+        // check while the data section started past the end of the file, and reading it
+        // sliced out of range.
+        let mut f = b"GGUF".to_vec();
+        f.extend(3u32.to_le_bytes());
+        f.extend(1u64.to_le_bytes());
+        f.extend(0u64.to_le_bytes());
+        string(&mut f, "t");
+        f.extend(1u32.to_le_bytes());
+        f.extend(0u64.to_le_bytes());
+        f.extend(0u32.to_le_bytes());
+        f.extend(0u64.to_le_bytes());
+        assert!(f.len() % 32 != 0, "the header must end unaligned for this test");
+        let err = GgufFile::from_bytes(f).unwrap_err().to_string();
+        assert!(err.contains("past the end of the file"), "{err}");
     }
 
     #[test]
