@@ -289,13 +289,19 @@ mod tests {
         out.extend(s.as_bytes());
     }
 
+    /// The fixed start of a GGUF v3 file: magic, version and the two counts.
+    fn header(tensors: u64, metadata: u64) -> Vec<u8> {
+        let mut f = b"GGUF".to_vec();
+        f.extend(3u32.to_le_bytes());
+        f.extend(tensors.to_le_bytes());
+        f.extend(metadata.to_le_bytes());
+        f
+    }
+
     /// A small GGUF v3 file: three metadata entries, an F32 tensor of GGUF dims [3, 2]
     /// and a Q4_1 tensor of dims [32, 2].
     fn sample() -> Vec<u8> {
-        let mut f = b"GGUF".to_vec();
-        f.extend(3u32.to_le_bytes());
-        f.extend(2u64.to_le_bytes());
-        f.extend(3u64.to_le_bytes());
+        let mut f = header(2, 3);
         string(&mut f, "general.architecture");
         f.extend(8u32.to_le_bytes());
         string(&mut f, "llama");
@@ -366,10 +372,7 @@ mod tests {
         // Found by the gguf fuzz target: a tensor with a zero dimension passed the size
         // check while the data section started past the end of the file, and reading it
         // sliced out of range.
-        let mut f = b"GGUF".to_vec();
-        f.extend(3u32.to_le_bytes());
-        f.extend(1u64.to_le_bytes());
-        f.extend(0u64.to_le_bytes());
+        let mut f = header(1, 0);
         string(&mut f, "t");
         f.extend(1u32.to_le_bytes());
         f.extend(0u64.to_le_bytes());
