@@ -3,6 +3,7 @@
 #   - libtorch 2.13.0 (the PyPI torch wheel) in a project-local .venv, linked as .libtorch
 #   - .cargo/config.toml pointing cargo at it, with an rpath so built binaries run directly
 #   - the Fashion-MNIST data (Debian's dataset-fashion-mnist package, or KILN_FASHION_MNIST_DIR)
+#   - the King James Bible text corpus in data/kjv (Debian's bible-kjv package, datasets/kjv/prepare.py)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -68,4 +69,16 @@ if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ] && [ ! -f "$FMNIST_DIR/trai
   fi
 fi
 python3 "$ROOT/datasets/fashion-mnist/verify.py" "$FMNIST_DIR"
-log "ready: libtorch $TORCH_VERSION at $LIBTORCH, Fashion-MNIST at $FMNIST_DIR"
+# --- The King James Bible, the default text corpus ------------------------------------------
+KJV_DIR="$ROOT/data/kjv"
+if [ ! -f "$KJV_DIR/66-Rev.txt" ]; then
+  if ! command -v bible >/dev/null 2>&1; then
+    log "installing Debian's bible-kjv package (the default text corpus)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq bible-kjv >/dev/null
+  fi
+  mkdir -p "$ROOT/data"
+  bible -f "Gen1:1-Rev22:21" | python3 "$ROOT/datasets/kjv/prepare.py" "$KJV_DIR"
+fi
+log "ready: libtorch $TORCH_VERSION at $LIBTORCH, Fashion-MNIST at $FMNIST_DIR, the KJV corpus at $KJV_DIR"

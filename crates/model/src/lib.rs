@@ -15,6 +15,7 @@
 //! ```
 
 mod cnn;
+mod decoder;
 mod error;
 mod mlp;
 mod network;
@@ -22,6 +23,7 @@ mod resnet;
 mod spec;
 
 pub use cnn::CnnSpec;
+pub use decoder::{Decoder, DecoderSpec, FeedForward, KvCache, Norm, Positions};
 pub use error::{Error, Result};
 pub use mlp::{Activation, MlpSpec};
 pub use network::Network;

@@ -1,0 +1,103 @@
+//! Grouped-query causal self-attention through libtorch's fused
+//! `scaled_dot_product_attention`.
+
+use super::rope::Rope;
+use super::DecoderSpec;
+use kiln_tensor::tch::TchError;
+use kiln_tensor::{nn, nn::Module, Tensor};
+
+/// Which positions a query may attend to.
+pub(crate) enum Mask<'a> {
+    /// Its own and earlier positions of the same call (no cache, no padding).
+    Causal,
+    /// Every key (one new token per sequence, nothing padded).
+    All,
+    /// `[B, 1, T, S]` bool, true where attention is allowed.
+    Explicit(&'a Tensor),
+}
+
+/// `self_attn.{q,k,v,o}_proj`.
+#[derive(Debug)]
+pub(crate) struct Attention {
+    q: nn::Linear,
+    k: nn::Linear,
+    v: nn::Linear,
+    o: nn::Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+    dropout: f64,
+}
+
+impl Attention {
+    pub(crate) fn new(p: &nn::Path, spec: &DecoderSpec, init: nn::Init, out_init: nn::Init) -> Attention {
+        let d = spec.head_dim();
+        let linear = |name: &str, i: i64, o: i64, ws_init: nn::Init| {
+            nn::linear(
+                p / name,
+                i,
+                o,
+                nn::LinearConfig {
+                    ws_init,
+                    bs_init: None,
+                    bias: false,
+                },
+            )
+        };
+        Attention {
+            q: linear("q_proj", spec.width, spec.heads * d, init),
+            k: linear("k_proj", spec.width, spec.kv_heads * d, init),
+            v: linear("v_proj", spec.width, spec.kv_heads * d, init),
+            o: linear("o_proj", spec.heads * d, spec.width, out_init),
+            heads: spec.heads,
+            kv_heads: spec.kv_heads,
+            head_dim: d,
+            dropout: spec.dropout,
+        }
+    }
+
+    /// `x` `[B, T, width]` → `[B, T, width]`. With `cache`, this call's keys and values are
+    /// appended to it and attention covers the cached ones too.
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        rope: Option<(&Rope, &Tensor)>,
+        mask: Mask<'_>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        train: bool,
+    ) -> Result<Tensor, TchError> {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let heads = |y: Tensor, n: i64| y.f_view([b, t, n, self.head_dim])?.f_transpose(1, 2);
+        let mut q = heads(self.q.forward(x), self.heads)?;
+        let mut k = heads(self.k.forward(x), self.kv_heads)?;
+        let v = heads(self.v.forward(x), self.kv_heads)?;
+        if let Some((rope, positions)) = rope {
+            q = rope.apply(&q, positions)?;
+            k = rope.apply(&k, positions)?;
+        }
+        let (k, v) = match cache {
+            Some(slot) => {
+                let kv = match slot.take() {
+                    Some((ck, cv)) => (Tensor::f_cat(&[ck, k], 2)?, Tensor::f_cat(&[cv, v], 2)?),
+                    None => (k, v),
+                };
+                *slot = Some((kv.0.shallow_clone(), kv.1.shallow_clone()));
+                kv
+            }
+            None => (k, v),
+        };
+        let dropout = if train { self.dropout } else { 0.0 };
+        let gqa = self.heads != self.kv_heads;
+        let y = match mask {
+            Mask::Causal => {
+                Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, dropout, true, None, gqa)?
+            }
+            Mask::All => Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, dropout, false, None, gqa)?,
+            Mask::Explicit(m) => {
+                Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(m), dropout, false, None, gqa)?
+            }
+        };
+        let y = y.f_transpose(1, 2)?.f_reshape([b, t, self.heads * self.head_dim])?;
+        Ok(self.o.forward(&y))
+    }
+}

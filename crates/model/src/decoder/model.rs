@@ -1,0 +1,296 @@
+//! `Decoder`: a decoder-only transformer language model built from a [`DecoderSpec`].
+
+use super::attention::{Attention, Mask};
+use super::feed_forward::FeedForwardLayer;
+use super::norm::NormLayer;
+use super::rope::Rope;
+use super::{DecoderSpec, KvCache, Positions};
+use crate::{Error, Result};
+use kiln_tensor::{nn, nn::Module, Device, Kind, Tensor};
+
+#[derive(Debug)]
+struct Block {
+    attn_norm: NormLayer,
+    attn: Attention,
+    ffn_norm: NormLayer,
+    ffn: FeedForwardLayer,
+}
+
+/// A decoder-only transformer language model, owning its parameters.
+pub struct Decoder {
+    spec: DecoderSpec,
+    vs: nn::VarStore,
+    embed: nn::Embedding,
+    positions: Option<nn::Embedding>,
+    blocks: Vec<Block>,
+    norm: NormLayer,
+    lm_head: Option<nn::Linear>,
+    rope: Option<Rope>,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("spec", &self.spec)
+            .field("parameters", &self.parameter_count())
+            .finish()
+    }
+}
+
+impl Decoder {
+    /// Builds the model on `device` with fresh parameters: normal with standard deviation
+    /// 0.02, the projections back into the residual stream scaled down by
+    /// `sqrt(2 × layers)` (GPT-2's initialisation). Seed libtorch first for a
+    /// reproducible start.
+    pub fn new(spec: DecoderSpec, device: Device) -> Result<Decoder> {
+        spec.validate()?;
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let model = &root / "model";
+        let init = nn::Init::Randn { mean: 0.0, stdev: 0.02 };
+        let out_init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02 / (2.0 * spec.layers as f64).sqrt(),
+        };
+        let embedding = nn::EmbeddingConfig {
+            ws_init: init,
+            ..Default::default()
+        };
+        let embed = nn::embedding(&model / "embed_tokens", spec.vocab, spec.width, embedding);
+        let positions = (spec.positions == Positions::Learned)
+            .then(|| nn::embedding(&model / "embed_positions", spec.context, spec.width, embedding));
+        let blocks = (0..spec.layers)
+            .map(|i| {
+                let p = &model / "layers" / i;
+                Block {
+                    attn_norm: NormLayer::new(&(&p / "input_layernorm"), spec.norm, spec.width, spec.norm_eps),
+                    attn: Attention::new(&(&p / "self_attn"), &spec, init, out_init),
+                    ffn_norm: NormLayer::new(&(&p / "post_attention_layernorm"), spec.norm, spec.width, spec.norm_eps),
+                    ffn: FeedForwardLayer::new(&(&p / "mlp"), &spec, init, out_init),
+                }
+            })
+            .collect();
+        let norm = NormLayer::new(&(&model / "norm"), spec.norm, spec.width, spec.norm_eps);
+        let lm_head = (!spec.tie_embeddings).then(|| {
+            nn::linear(
+                &root / "lm_head",
+                spec.width,
+                spec.vocab,
+                nn::LinearConfig {
+                    ws_init: init,
+                    bs_init: None,
+                    bias: false,
+                },
+            )
+        });
+        let rope = match spec.positions {
+            Positions::Rotary => Some(Rope::new(spec.head_dim(), spec.context, spec.rope_theta, device)?),
+            Positions::Learned => None,
+        };
+        Ok(Decoder {
+            spec,
+            vs,
+            embed,
+            positions,
+            blocks,
+            norm,
+            lm_head,
+            rope,
+        })
+    }
+
+    /// The spec this model was built from.
+    pub fn spec(&self) -> &DecoderSpec {
+        &self.spec
+    }
+
+    /// The parameters.
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// The parameters, mutably (for loading weights).
+    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Number of trainable scalars (a tied output projection counted once).
+    pub fn parameter_count(&self) -> usize {
+        self.vs.trainable_variables().iter().map(|t| t.numel()).sum()
+    }
+
+    /// An empty cache for `batch` sequences.
+    pub fn new_cache(&self, batch: usize) -> KvCache {
+        KvCache::new(self.blocks.len(), batch)
+    }
+
+    /// Logits `[B, T, vocab]` (f32) for tokens `[B, T]` at positions `0..T`, each position
+    /// seeing only itself and earlier ones; dropout is on when `train`.
+    pub fn forward(&self, tokens: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, t) = self.check_tokens(tokens)?;
+        if t > self.spec.context {
+            return Err(Error::Input(format!(
+                "of {t} tokens is longer than the model's context of {}",
+                self.spec.context
+            )));
+        }
+        let positions = Tensor::f_arange(t, (Kind::Int64, self.device()))?
+            .f_unsqueeze(0)?
+            .f_expand([b, t], false)?;
+        self.run(tokens, &positions, Mask::Causal, None, train)
+    }
+
+    /// Logits `[B, T, vocab]` for the next tokens of the cached sequences. `valid`
+    /// (`[B, T]` bool) marks the real tokens when sequences add different numbers (the
+    /// others are padding: put them on the left); without it every token is real. The
+    /// tokens' keys and values join the cache. Runs without recording gradients.
+    pub fn forward_cached(&self, tokens: &Tensor, valid: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
+        kiln_tensor::tch::no_grad(|| self.forward_cached_inner(tokens, valid, cache))
+    }
+
+    fn forward_cached_inner(&self, tokens: &Tensor, valid: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = self.check_tokens(tokens)?;
+        if b as usize != cache.batch() {
+            return Err(Error::Input(format!(
+                "batch of {b} sequences does not match the cache's {}",
+                cache.batch()
+            )));
+        }
+        let device = self.device();
+        let valid = match valid {
+            Some(v) => {
+                if v.size() != [b, t] || v.kind() != Kind::Bool {
+                    return Err(Error::Input(format!(
+                        "validity mask must be bool [{b}, {t}], got {:?} {:?}",
+                        v.kind(),
+                        v.size()
+                    )));
+                }
+                v.f_to_device(device)?
+            }
+            None => Tensor::f_ones([b, t], (Kind::Bool, device))?,
+        };
+        let added: Vec<i64> = Vec::<i64>::try_from(valid.f_sum_dim_intlist(1, false, Kind::Int64)?)?;
+        let padded = cache.padded || added.iter().any(|&n| n != t);
+        if let Some((i, n)) = cache
+            .lengths
+            .iter()
+            .zip(&added)
+            .map(|(l, a)| l + a)
+            .enumerate()
+            .find(|(_, n)| *n > self.spec.context)
+        {
+            return Err(Error::Input(format!(
+                "sequence {i} would hold {n} tokens, past the model's context of {}",
+                self.spec.context
+            )));
+        }
+        // Each real token's position counts only the real tokens before it.
+        let lengths = Tensor::f_from_slice(&cache.lengths)?
+            .f_to_device(device)?
+            .f_unsqueeze(1)?;
+        let positions = valid
+            .f_to_kind(Kind::Int64)?
+            .f_cumsum(1, Kind::Int64)?
+            .f_sub_scalar(1)?
+            .f_add(&lengths)?
+            .f_clamp_min(0)?;
+        let slots = cache.slots();
+        let key_valid = match &cache.valid {
+            Some(old) => Tensor::f_cat(&[old.shallow_clone(), valid.shallow_clone()], 1)?,
+            None => valid.shallow_clone(),
+        };
+        let mask_tensor;
+        let mask = if !padded && slots == 0 {
+            Mask::Causal
+        } else if !padded && t == 1 {
+            Mask::All
+        } else {
+            // Slot j is visible to the query in slot i when j <= i and j is real; a query
+            // always sees itself, so that no row is empty (a padded query's output is
+            // unused, but must not be NaN).
+            let total = slots + t;
+            let key_slot = Tensor::f_arange(total, (Kind::Int64, device))?.f_view([1, total])?;
+            let query_slot = Tensor::f_arange_start(slots, total, (Kind::Int64, device))?.f_view([t, 1])?;
+            let causal = key_slot.f_le_tensor(&query_slot)?; // [T, S]
+            let own = key_slot.f_eq_tensor(&query_slot)?;
+            let real = key_valid.f_view([b, 1, 1, total])?;
+            mask_tensor = causal
+                .f_view([1, 1, t, total])?
+                .f_logical_and(&real)?
+                .f_logical_or(&own.f_view([1, 1, t, total])?)?;
+            Mask::Explicit(&mask_tensor)
+        };
+        let out = self.run(tokens, &positions, mask, Some(&mut cache.layers), false)?;
+        cache.valid = Some(key_valid);
+        cache.padded = padded;
+        for (l, a) in cache.lengths.iter_mut().zip(added) {
+            *l += a;
+        }
+        Ok(out)
+    }
+
+    fn check_tokens(&self, tokens: &Tensor) -> Result<(i64, i64)> {
+        let size = tokens.size();
+        let [b, t] = size[..] else {
+            return Err(Error::Input(format!("tokens must be [batch, length], got {size:?}")));
+        };
+        if tokens.kind() != Kind::Int64 {
+            return Err(Error::Input(format!("tokens must be int64, got {:?}", tokens.kind())));
+        }
+        if t == 0 || b == 0 {
+            return Err(Error::Input(format!("tokens {size:?} hold no token")));
+        }
+        let (lo, hi) = (tokens.f_min()?.f_int64_value(&[])?, tokens.f_max()?.f_int64_value(&[])?);
+        if lo < 0 || hi >= self.spec.vocab {
+            let bad = if lo < 0 { lo } else { hi };
+            return Err(Error::Input(format!(
+                "token id {bad} is outside the model's vocabulary of {}",
+                self.spec.vocab
+            )));
+        }
+        Ok((b, t))
+    }
+
+    fn run(
+        &self,
+        tokens: &Tensor,
+        positions: &Tensor,
+        mask: Mask<'_>,
+        mut cache: Option<&mut Vec<Option<(Tensor, Tensor)>>>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let tokens = tokens.f_to_device(self.device())?;
+        let mut x = self.embed.forward(&tokens);
+        if let Some(p) = &self.positions {
+            x = x.f_add(&p.forward(positions))?;
+        }
+        x = x.f_dropout(self.spec.dropout, train)?;
+        let rope = self.rope.as_ref().map(|r| (r, positions));
+        for (i, block) in self.blocks.iter().enumerate() {
+            let mask = match &mask {
+                Mask::Causal => Mask::Causal,
+                Mask::All => Mask::All,
+                Mask::Explicit(m) => Mask::Explicit(m),
+            };
+            let slot = cache.as_deref_mut().and_then(|c| c.get_mut(i));
+            let a = block
+                .attn
+                .forward(&block.attn_norm.forward(&x)?, rope, mask, slot, train)?;
+            x = x.f_add(&a.f_dropout(self.spec.dropout, train)?)?;
+            let f = block.ffn.forward(&block.ffn_norm.forward(&x)?)?;
+            x = x.f_add(&f.f_dropout(self.spec.dropout, train)?)?;
+        }
+        let x = self.norm.forward(&x)?;
+        let logits = match &self.lm_head {
+            Some(h) => h.forward(&x),
+            None => x.f_matmul(&self.embed.ws.f_tr()?)?,
+        };
+        Ok(logits.f_to_kind(Kind::Float)?)
+    }
+}

@@ -1,0 +1,221 @@
+//! The decoder-only transformer: causal masking, the KV cache (alone and batched with
+//! padding) against full forward passes, parameter names, and input errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use kiln_model::{Decoder, DecoderSpec, FeedForward, Norm, Positions};
+use kiln_tensor::{tch, Device, Kind, Tensor};
+
+fn llama_like() -> DecoderSpec {
+    DecoderSpec {
+        vocab: 97,
+        width: 48,
+        layers: 3,
+        heads: 6,
+        kv_heads: 2,
+        ffn_width: 96,
+        context: 64,
+        tie_embeddings: false,
+        ..DecoderSpec::default()
+    }
+}
+
+fn gpt2_like() -> DecoderSpec {
+    DecoderSpec {
+        vocab: 50,
+        width: 32,
+        layers: 2,
+        heads: 4,
+        kv_heads: 4,
+        feed_forward: FeedForward::Gelu,
+        ffn_width: 64,
+        norm: Norm::Layer,
+        positions: Positions::Learned,
+        context: 40,
+        ..DecoderSpec::default()
+    }
+}
+
+fn model(spec: DecoderSpec) -> Decoder {
+    tch::manual_seed(7);
+    Decoder::new(spec, Device::Cpu).unwrap()
+}
+
+fn tokens(ids: &[i64]) -> Tensor {
+    Tensor::from_slice(ids).view([1, -1])
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn a_change_to_a_future_token_does_not_change_earlier_logits() {
+    for spec in [llama_like(), gpt2_like()] {
+        let m = model(spec);
+        let a: Vec<i64> = (0..20).map(|i| (i * 7 + 3) % 40).collect();
+        let mut b = a.clone();
+        b[12] = 39;
+        let (la, lb) = tch::no_grad(|| {
+            (
+                m.forward(&tokens(&a), false).unwrap(),
+                m.forward(&tokens(&b), false).unwrap(),
+            )
+        });
+        assert_eq!(la.size(), vec![1, 20, m.spec().vocab]);
+        let before = max_diff(&la.narrow(1, 0, 12), &lb.narrow(1, 0, 12));
+        assert_eq!(before, 0.0, "positions before the change moved by {before}");
+        let at = max_diff(&la.narrow(1, 12, 8), &lb.narrow(1, 12, 8));
+        assert!(at > 1e-4, "the changed position and later ones must change ({at})");
+    }
+}
+
+#[test]
+fn cached_generation_equals_full_forward_passes() {
+    for spec in [llama_like(), gpt2_like()] {
+        let m = model(spec);
+        let seq: Vec<i64> = (0..24).map(|i| (i * 5 + 1) % 37).collect();
+        let full = tch::no_grad(|| m.forward(&tokens(&seq), false).unwrap());
+        let mut cache = m.new_cache(1);
+        let prefill = m.forward_cached(&tokens(&seq[..10]), None, &mut cache).unwrap();
+        assert!(max_diff(&prefill, &full.narrow(1, 0, 10)) < 1e-5);
+        for i in 10..24 {
+            let step = m.forward_cached(&tokens(&seq[i..i + 1]), None, &mut cache).unwrap();
+            let d = max_diff(&step, &full.narrow(1, i as i64, 1));
+            assert!(d < 1e-5, "step {i}: {d}");
+        }
+        assert_eq!(cache.lengths(), &[24]);
+        assert!(cache.bytes() > 0);
+    }
+}
+
+#[test]
+fn sequences_of_different_lengths_batch_with_left_padding_as_if_alone() {
+    let m = model(llama_like());
+    let prompts: [Vec<i64>; 3] = [vec![5, 9, 2, 33, 4, 8, 1], vec![11, 3], vec![7, 7, 7, 20]];
+    let longest = prompts.iter().map(Vec::len).max().unwrap();
+    // Left-pad the prompts with token 0 and mark the padding.
+    let mut ids = Vec::new();
+    let mut valid = Vec::new();
+    for p in &prompts {
+        for _ in p.len()..longest {
+            ids.push(0);
+            valid.push(false);
+        }
+        ids.extend(p);
+        valid.extend(std::iter::repeat_n(true, p.len()));
+    }
+    let ids = Tensor::from_slice(&ids).view([3, longest as i64]);
+    let valid = Tensor::from_slice(&valid).view([3, longest as i64]);
+    let mut cache = m.new_cache(3);
+    let prefill = m.forward_cached(&ids, Some(&valid), &mut cache).unwrap();
+    assert_eq!(cache.lengths(), &[7, 2, 4]);
+    // Then three steps with different tokens per sequence.
+    let steps = [[40i64, 41, 42], [50, 51, 52], [60, 61, 62]];
+    let mut step_logits = Vec::new();
+    for s in steps {
+        step_logits.push(
+            m.forward_cached(&Tensor::from_slice(&s).view([3, 1]), None, &mut cache)
+                .unwrap(),
+        );
+    }
+    for (b, p) in prompts.iter().enumerate() {
+        let mut alone: Vec<i64> = p.clone();
+        alone.extend(steps.iter().map(|s| s[b]));
+        let full = tch::no_grad(|| m.forward(&tokens(&alone), false).unwrap());
+        let last_prompt = prefill.get(b as i64).get(longest as i64 - 1);
+        let d = max_diff(&last_prompt, &full.get(0).get(p.len() as i64 - 1));
+        assert!(d < 1e-5, "sequence {b} prefill: {d}");
+        for (k, l) in step_logits.iter().enumerate() {
+            let d = max_diff(&l.get(b as i64).get(0), &full.get(0).get((p.len() + k) as i64));
+            assert!(d < 1e-5, "sequence {b} step {k}: {d}");
+        }
+    }
+}
+
+#[test]
+fn parameters_follow_the_llama_layout() {
+    let m = model(llama_like());
+    let mut names: Vec<String> = m.var_store().variables().into_keys().collect();
+    names.sort();
+    let shape = |n: &str| m.var_store().variables()[n].size();
+    assert!(names.contains(&"lm_head.weight".to_string()));
+    assert_eq!(shape("model.embed_tokens.weight"), vec![97, 48]);
+    assert_eq!(shape("model.layers.2.self_attn.q_proj.weight"), vec![48, 48]);
+    assert_eq!(shape("model.layers.2.self_attn.k_proj.weight"), vec![16, 48]);
+    assert_eq!(shape("model.layers.0.mlp.gate_proj.weight"), vec![96, 48]);
+    assert_eq!(shape("model.layers.0.mlp.down_proj.weight"), vec![48, 96]);
+    assert_eq!(shape("model.layers.1.input_layernorm.weight"), vec![48]);
+    assert_eq!(shape("model.layers.1.post_attention_layernorm.weight"), vec![48]);
+    assert_eq!(shape("model.norm.weight"), vec![48]);
+    // 3 layers × (4 attention + 3 feed-forward + 2 norms) + embedding + final norm + head.
+    assert_eq!(names.len(), 3 * 9 + 3);
+    let tied = model(DecoderSpec {
+        tie_embeddings: true,
+        ..llama_like()
+    });
+    assert!(!tied.var_store().variables().contains_key("lm_head.weight"));
+    let g = model(gpt2_like());
+    let vars = g.var_store().variables();
+    assert!(vars.contains_key("model.embed_positions.weight"));
+    assert!(vars.contains_key("model.layers.0.input_layernorm.bias"));
+    assert!(!vars.contains_key("model.layers.0.mlp.gate_proj.weight"));
+}
+
+#[test]
+fn bad_specs_and_inputs_are_errors_that_say_what_is_wrong() {
+    let bad = |spec: DecoderSpec, want: &str| {
+        let err = Decoder::new(spec, Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+    };
+    bad(DecoderSpec::default(), "vocab is 0");
+    bad(
+        DecoderSpec {
+            kv_heads: 4,
+            ..llama_like()
+        },
+        "not a multiple of kv_heads 4",
+    );
+    bad(
+        DecoderSpec {
+            width: 50,
+            ..llama_like()
+        },
+        "not a multiple of heads",
+    );
+    bad(
+        DecoderSpec {
+            dropout: 1.0,
+            ..llama_like()
+        },
+        "dropout",
+    );
+    let m = model(llama_like());
+    let err = m.forward(&tokens(&[1, 2, 97]), false).unwrap_err().to_string();
+    assert!(
+        err.contains("token id 97 is outside the model's vocabulary of 97"),
+        "{err}"
+    );
+    let err = m.forward(&tokens(&[1; 65]), false).unwrap_err().to_string();
+    assert!(err.contains("longer than the model's context of 64"), "{err}");
+    let err = m
+        .forward(&Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)), false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("int64"), "{err}");
+    let mut cache = m.new_cache(1);
+    let _ = m.forward_cached(&tokens(&[1; 60]), None, &mut cache).unwrap();
+    let err = m
+        .forward_cached(&tokens(&[1; 5]), None, &mut cache)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("would hold 65 tokens, past the model's context of 64"),
+        "{err}"
+    );
+    let err = m
+        .forward_cached(&Tensor::ones([2, 1], (Kind::Int64, Device::Cpu)), None, &mut cache)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not match the cache's 1"), "{err}");
+}
