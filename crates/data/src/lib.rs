@@ -29,7 +29,6 @@ mod known;
 mod loader;
 mod normalize;
 mod relabel;
-mod rng;
 mod split;
 
 pub use crate::csv::{CsvDataset, LabelColumn, MAX_INTEGER_LABEL};
@@ -38,9 +37,9 @@ pub use dataset::{Dataset, Subset};
 pub use error::{Error, Result};
 pub use idx::IdxDataset;
 pub use image_folder::{decode_image, decode_image_within, DecodeLimits, ImageFolder, ImageLayout};
+pub use kiln_tensor::rng::{permutation, SplitMix64};
 pub use known::{KnownDataset, Split};
 pub use loader::{Batch, DataLoader, LoaderConfig};
 pub use normalize::Normalize;
 pub use relabel::{relabel, Relabeled};
-pub use rng::{permutation, SplitMix64};
 pub use split::{split, take_first};

@@ -23,7 +23,10 @@ mod resnet;
 mod spec;
 
 pub use cnn::CnnSpec;
-pub use decoder::{Decoder, DecoderSpec, FeedForward, KvCache, Norm, Positions};
+pub use decoder::{
+    argmax, generate, Decoder, DecoderSpec, FeedForward, Finish, GenerateConfig, Generation, KvCache, Norm, Positions,
+    Sampler, Sampling,
+};
 pub use error::{Error, Result};
 pub use mlp::{Activation, MlpSpec};
 pub use network::Network;

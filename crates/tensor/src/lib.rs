@@ -18,6 +18,7 @@ pub mod convert;
 mod device;
 mod dtype;
 mod error;
+pub mod rng;
 mod runtime;
 
 pub use device::DeviceChoice;

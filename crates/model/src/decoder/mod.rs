@@ -3,11 +3,15 @@
 mod attention;
 mod cache;
 mod feed_forward;
+mod generate;
 mod model;
 mod norm;
 mod rope;
+mod sample;
 mod spec;
 
 pub use cache::KvCache;
+pub use generate::{generate, Finish, GenerateConfig, Generation};
 pub use model::Decoder;
+pub use sample::{argmax, Sampler, Sampling};
 pub use spec::{DecoderSpec, FeedForward, Norm, Positions};

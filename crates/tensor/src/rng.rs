@@ -34,6 +34,11 @@ impl SplitMix64 {
         ((self.next_u64() as u128 * n as u128) >> 64) as u64
     }
 
+    /// A uniform number in `[0, 1)` with 53 random bits.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// A fair coin.
     pub fn coin(&mut self) -> bool {
         self.next_u64() >> 63 == 1
