@@ -19,6 +19,7 @@ mod decoder;
 mod error;
 mod mlp;
 mod network;
+mod params;
 mod resnet;
 mod spec;
 
@@ -30,5 +31,6 @@ pub use decoder::{
 pub use error::{Error, Result};
 pub use mlp::{Activation, MlpSpec};
 pub use network::Network;
+pub use params::Parameters;
 pub use resnet::ResnetSpec;
 pub use spec::ModelSpec;

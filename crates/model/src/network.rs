@@ -1,6 +1,6 @@
 //! `Network`: a built model, its parameters, and checked forward passes.
 
-use crate::{Error, ModelSpec, Result};
+use crate::{Error, ModelSpec, Parameters, Result};
 use kiln_tensor::{convert, nn, nn::ModuleT, DType, Device, Kind, Tensor};
 use std::collections::BTreeMap;
 
@@ -31,6 +31,11 @@ impl Network {
             ModelSpec::Mlp(s) => s.build(&root),
             ModelSpec::Cnn(s) => s.build(&root),
             ModelSpec::Resnet(s) => s.build(&root),
+            ModelSpec::Decoder(_) => {
+                return Err(Error::Spec(
+                    "arch \"decoder\" is a language model: build it with Decoder::new, not as a classifier".into(),
+                ))
+            }
         };
         Ok(Network { spec, vs, module })
     }
@@ -62,17 +67,13 @@ impl Network {
 
     /// Number of trainable scalars.
     pub fn parameter_count(&self) -> usize {
-        self.vs.trainable_variables().iter().map(|t| t.numel()).sum()
+        Parameters::parameter_count(self)
     }
 
     /// Name, shape and dtype of every tensor the model saves (parameters and buffers such
     /// as batch-norm running statistics), sorted by name.
     pub fn parameter_shapes(&self) -> Result<BTreeMap<String, (Vec<i64>, DType)>> {
-        self.vs
-            .variables()
-            .into_iter()
-            .map(|(name, t)| Ok((name, (t.size(), DType::of(&t)?))))
-            .collect()
+        Parameters::parameter_shapes(self)
     }
 
     /// Checks that `x` is a float batch shaped `[B, ...input]`.
@@ -103,5 +104,11 @@ impl Network {
     /// Logits `[B, classes]` in evaluation mode without recording gradients.
     pub fn infer(&self, x: &Tensor) -> Result<Tensor> {
         kiln_tensor::tch::no_grad(|| self.forward(x, false))
+    }
+}
+
+impl Parameters for Network {
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
     }
 }

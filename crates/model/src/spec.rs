@@ -1,6 +1,6 @@
 //! `ModelSpec`: which architecture, with which sizes.
 
-use crate::{CnnSpec, Error, MlpSpec, ResnetSpec, Result};
+use crate::{CnnSpec, DecoderSpec, Error, MlpSpec, ResnetSpec, Result};
 use serde::{Deserialize, Serialize};
 
 /// A model architecture and its sizes, as written in configs and package manifests.
@@ -16,6 +16,10 @@ pub enum ModelSpec {
     Cnn(CnnSpec),
     /// A small residual network.
     Resnet(ResnetSpec),
+    /// A decoder-only transformer language model, built by
+    /// [`Decoder::new`](crate::Decoder::new) (not [`Network`](crate::Network), which
+    /// builds classifiers).
+    Decoder(DecoderSpec),
 }
 
 impl ModelSpec {
@@ -28,31 +32,40 @@ impl ModelSpec {
         })
     }
 
-    /// The architecture's name (`mlp`, `cnn`, `resnet`).
+    /// The architecture's name (`mlp`, `cnn`, `resnet`, `decoder`).
     pub fn arch(&self) -> &'static str {
         match self {
             ModelSpec::Mlp(_) => "mlp",
             ModelSpec::Cnn(_) => "cnn",
             ModelSpec::Resnet(_) => "resnet",
+            ModelSpec::Decoder(_) => "decoder",
         }
     }
 
-    /// The shape of one input sample.
+    /// The shape of one input sample (empty for a decoder, whose input is a token
+    /// sequence of any length up to its context).
     pub fn input(&self) -> &[i64] {
         match self {
             ModelSpec::Mlp(s) => &s.input,
             ModelSpec::Cnn(s) => &s.input,
             ModelSpec::Resnet(s) => &s.input,
+            ModelSpec::Decoder(_) => &[],
         }
     }
 
-    /// The number of classes (the width of the output).
+    /// The number of classes (the width of the output; a decoder's vocabulary).
     pub fn classes(&self) -> i64 {
         match self {
             ModelSpec::Mlp(s) => s.classes,
             ModelSpec::Cnn(s) => s.classes,
             ModelSpec::Resnet(s) => s.classes,
+            ModelSpec::Decoder(s) => s.vocab,
         }
+    }
+
+    /// Whether this is a language model rather than a classifier.
+    pub fn is_language_model(&self) -> bool {
+        matches!(self, ModelSpec::Decoder(_))
     }
 
     /// Fills `input` and `classes` when unset, or checks that they agree with the data.
@@ -61,6 +74,11 @@ impl ModelSpec {
             ModelSpec::Mlp(s) => (&mut s.input, &mut s.classes),
             ModelSpec::Cnn(s) => (&mut s.input, &mut s.classes),
             ModelSpec::Resnet(s) => (&mut s.input, &mut s.classes),
+            ModelSpec::Decoder(_) => {
+                return Err(Error::Spec(
+                    "a decoder is a language model; it trains with task = \"language-model\" on text, not on labelled samples".into(),
+                ))
+            }
         };
         if i.is_empty() {
             *i = input.to_vec();
@@ -79,6 +97,9 @@ impl ModelSpec {
 
     /// Checks that the spec describes a model that can be built.
     pub fn validate(&self) -> Result<()> {
+        if let ModelSpec::Decoder(d) = self {
+            return d.validate();
+        }
         let input = self.input();
         if input.is_empty() || input.iter().any(|&d| d <= 0) {
             return Err(Error::Spec(format!(
@@ -95,6 +116,7 @@ impl ModelSpec {
             ModelSpec::Mlp(s) => s.validate(),
             ModelSpec::Cnn(s) => s.validate(),
             ModelSpec::Resnet(s) => s.validate(),
+            ModelSpec::Decoder(s) => s.validate(),
         }
     }
 }

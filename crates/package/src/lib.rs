@@ -24,12 +24,17 @@
 pub mod atomic;
 mod classify;
 mod error;
+mod language;
 mod manifest;
 mod package;
 mod weights;
 
 pub use classify::{softmax, top_k, ClassScore};
 pub use error::{Error, Result};
-pub use manifest::{InputSpec, Manifest, OutputSpec, TrainingSummary, WeightsRef, FORMAT_VERSION};
+pub use language::{LanguagePackage, TOKENIZER_FILE};
+pub use manifest::{
+    GenerationDefaults, InputSpec, Manifest, OutputSpec, Task, TokenizerRef, TrainingSummary, WeightsRef,
+    FORMAT_VERSION, READS_FORMATS,
+};
 pub use package::{Package, MANIFEST_FILE, WEIGHTS_FILE};
 pub use weights::{decode_tensors, decode_weights, encode_tensors, encode_weights, sha256_hex};

@@ -1,20 +1,76 @@
 //! `manifest.json`: what a package holds, what its model takes and gives, how it was made.
 
 use kiln_data::{ImageLayout, Normalize};
-use kiln_model::{ModelSpec, Network};
+use kiln_model::{Decoder, ModelSpec, Network, Sampling};
 use kiln_tensor::DType;
+use kiln_text::SpecialTokens;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The package format this kiln writes and reads. A loader refuses any other.
-pub const FORMAT_VERSION: u32 = 1;
+/// The package format this kiln writes. Version 2 added the task, the tokenizer, the
+/// generation defaults and the chat template; version 1 packages (classifiers) still load.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The package formats this kiln reads.
+pub const READS_FORMATS: [u32; 2] = [1, 2];
+
+/// What a packaged model does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Classifies a sample into one of `output.labels` (format 1 packages are all these).
+    #[default]
+    Classification,
+    /// Predicts the next token of a text: `input_ids` `[B, T]` int64 to `logits`
+    /// `[B, T, vocab]`.
+    LanguageModel,
+}
+
+/// A language model's tokenizer file, its checksum and the roles of its special tokens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerRef {
+    /// File name inside the package (`tokenizer.json`).
+    pub file: String,
+    /// Lower-case hex sha256 of the file.
+    pub sha256: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Which ids are BOS, EOS and PAD.
+    pub special: SpecialTokens,
+}
+
+/// How a language model generates unless a request says otherwise.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerationDefaults {
+    /// Tokens to generate at most.
+    pub max_tokens: usize,
+    /// Temperature, top-k, top-p, repetition penalty and seed.
+    pub sampling: Sampling,
+    /// Texts that end generation (not included in the output).
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerationDefaults {
+    fn default() -> Self {
+        GenerationDefaults {
+            max_tokens: 128,
+            sampling: Sampling::default(),
+            stop: Vec::new(),
+        }
+    }
+}
 
 /// The contents of `manifest.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// The package format version ([`FORMAT_VERSION`]).
+    /// The package format version ([`FORMAT_VERSION`] when written by this kiln).
     pub format_version: u32,
+    /// What the model does (absent in format 1: classification).
+    #[serde(default)]
+    pub task: Task,
     /// The model's name.
     pub name: String,
     /// The model's version, a positive integer.
@@ -36,6 +92,15 @@ pub struct Manifest {
     pub training: Option<TrainingSummary>,
     /// The weights file and its checksum.
     pub weights: WeightsRef,
+    /// A language model's tokenizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<TokenizerRef>,
+    /// A language model's generation defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<GenerationDefaults>,
+    /// A chat model's template (Jinja, as in Hugging Face's `tokenizer_config.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<String>,
 }
 
 /// The model's input and how raw data becomes it.
@@ -115,6 +180,7 @@ impl Manifest {
     ) -> Manifest {
         Manifest {
             format_version: FORMAT_VERSION,
+            task: Task::Classification,
             name: name.to_string(),
             version,
             created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -140,6 +206,52 @@ impl Manifest {
                 sha256: String::new(),
                 bytes: 0,
             },
+            tokenizer: None,
+            generation: None,
+            chat_template: None,
+        }
+    }
+
+    /// A manifest for a language model. The weights and tokenizer references are filled
+    /// in by [`LanguagePackage::save`](crate::LanguagePackage::save).
+    pub fn language_model(name: &str, version: u64, model: &Decoder, special: SpecialTokens) -> Manifest {
+        let vocab = model.spec().vocab;
+        Manifest {
+            format_version: FORMAT_VERSION,
+            task: Task::LanguageModel,
+            name: name.to_string(),
+            version,
+            created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+            libtorch_version: kiln_tensor::libtorch_version().to_string(),
+            model: ModelSpec::Decoder(model.spec().clone()),
+            input: InputSpec {
+                name: "input_ids".into(),
+                shape: vec![-1, -1],
+                dtype: DType::Int64,
+                normalize: None,
+                image: None,
+            },
+            output: OutputSpec {
+                name: "logits".into(),
+                shape: vec![-1, -1, vocab],
+                dtype: DType::Fp32,
+                labels: Vec::new(),
+            },
+            training: None,
+            weights: WeightsRef {
+                file: crate::WEIGHTS_FILE.into(),
+                sha256: String::new(),
+                bytes: 0,
+            },
+            tokenizer: Some(TokenizerRef {
+                file: crate::TOKENIZER_FILE.into(),
+                sha256: String::new(),
+                bytes: 0,
+                special,
+            }),
+            generation: Some(GenerationDefaults::default()),
+            chat_template: None,
         }
     }
 
@@ -150,9 +262,9 @@ impl Manifest {
     }
 
     fn check_fields(&self) -> std::result::Result<(), String> {
-        if self.format_version != FORMAT_VERSION {
+        if !READS_FORMATS.contains(&self.format_version) {
             return Err(format!(
-                "format version {} is not supported; this kiln reads version {FORMAT_VERSION}",
+                "format version {} is not supported; this kiln reads versions {READS_FORMATS:?}",
                 self.format_version
             ));
         }
@@ -166,6 +278,24 @@ impl Manifest {
             return Err("version must be a positive integer".into());
         }
         self.model.validate().map_err(|e| e.to_string())?;
+        for file in [Some(&self.weights.file), self.tokenizer.as_ref().map(|t| &t.file)]
+            .into_iter()
+            .flatten()
+        {
+            if file.contains(['/', '\\']) || file.contains("..") {
+                return Err(format!("file name {file:?} must be a plain file name"));
+            }
+        }
+        match (self.task, self.model.is_language_model()) {
+            (Task::LanguageModel, true) => return self.check_language_model(),
+            (Task::Classification, false) => {}
+            (task, _) => {
+                return Err(format!(
+                    "task {task:?} does not fit model arch {:?} (a decoder is a language model; mlp, cnn and resnet are classifiers)",
+                    self.model.arch()
+                ))
+            }
+        }
         let want_in: Vec<i64> = std::iter::once(-1).chain(self.model.input().iter().copied()).collect();
         if self.input.shape != want_in {
             return Err(format!(
@@ -204,6 +334,37 @@ impl Manifest {
                 "weights.file {:?} must be a plain file name",
                 self.weights.file
             ));
+        }
+        Ok(())
+    }
+
+    fn check_language_model(&self) -> std::result::Result<(), String> {
+        let vocab = self.model.classes();
+        if self.input.shape != [-1, -1] || self.input.dtype != DType::Int64 {
+            return Err(format!(
+                "a language model's input must be int64 [-1, -1] token ids, not {:?} {:?}",
+                self.input.dtype, self.input.shape
+            ));
+        }
+        if self.output.shape != [-1, -1, vocab] {
+            return Err(format!(
+                "output.shape {:?} does not match the model's [-1, -1, {vocab}]",
+                self.output.shape
+            ));
+        }
+        let Some(tok) = &self.tokenizer else {
+            return Err("a language-model package needs a tokenizer entry".into());
+        };
+        for (role, id) in [
+            ("bos", tok.special.bos),
+            ("eos", tok.special.eos),
+            ("pad", tok.special.pad),
+        ] {
+            if let Some(id) = id.filter(|&i| i as i64 >= vocab) {
+                return Err(format!(
+                    "tokenizer.special.{role} {id} is outside the model's vocabulary of {vocab}"
+                ));
+            }
         }
         Ok(())
     }

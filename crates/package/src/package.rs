@@ -1,6 +1,7 @@
 //! `Package`: saving a trained network as a package folder, and loading one back.
 
-use crate::{atomic, decode_weights, encode_weights, sha256_hex, Error, Manifest, Result, FORMAT_VERSION};
+use crate::manifest::READS_FORMATS;
+use crate::{atomic, decode_weights, encode_weights, sha256_hex, Error, Manifest, Result, Task, FORMAT_VERSION};
 use kiln_model::Network;
 use kiln_tensor::Device;
 use std::path::{Path, PathBuf};
@@ -61,11 +62,11 @@ impl Package {
         // The version is checked before the schema, so that a newer format says so
         // rather than failing on a field this kiln does not know.
         match value.get("format_version").and_then(serde_json::Value::as_u64) {
-            Some(v) if v == FORMAT_VERSION as u64 => {}
+            Some(v) if READS_FORMATS.iter().any(|&r| r as u64 == v) => {}
             Some(v) => {
                 return Err(Error::invalid(
                     &path,
-                    format!("format version {v} is not supported; this kiln reads version {FORMAT_VERSION}"),
+                    format!("format version {v} is not supported; this kiln reads versions {READS_FORMATS:?}"),
                 ))
             }
             None => return Err(Error::invalid(&path, "has no numeric format_version field")),
@@ -81,26 +82,14 @@ impl Package {
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Package> {
         let dir = dir.as_ref();
         let manifest = Package::read_manifest(dir)?;
-        let wpath = dir.join(&manifest.weights.file);
-        let bytes = std::fs::read(&wpath).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::invalid(&wpath, "is missing; manifest.json names it as the weights file")
-            } else {
-                Error::io(&wpath, e)
-            }
-        })?;
-        let sha = sha256_hex(&bytes);
-        if sha != manifest.weights.sha256 {
+        if manifest.task != Task::Classification {
             return Err(Error::invalid(
-                &wpath,
-                format!(
-                    "sha256 is {sha} but manifest.json records {} ({} bytes recorded, {} found): the file is corrupt or was changed",
-                    manifest.weights.sha256,
-                    manifest.weights.bytes,
-                    bytes.len()
-                ),
+                dir.join(MANIFEST_FILE),
+                "holds a language model (task \"language-model\"); load it with LanguagePackage::load, or `kiln-train generate`",
             ));
         }
+        let wpath = dir.join(&manifest.weights.file);
+        let bytes = read_verified(&wpath, &manifest.weights.sha256, manifest.weights.bytes, "weights")?;
         let mut network = Network::new(manifest.model.clone(), device)?;
         decode_weights(&bytes, &mut network).map_err(|e| Error::invalid(&wpath, e.to_string()))?;
         Ok(Package {
@@ -109,4 +98,26 @@ impl Package {
             network,
         })
     }
+}
+
+/// Reads a file a manifest names and checks it against the recorded sha256.
+pub(crate) fn read_verified(path: &Path, sha256: &str, recorded_bytes: u64, what: &str) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::invalid(path, format!("is missing; manifest.json names it as the {what} file"))
+        } else {
+            Error::io(path, e)
+        }
+    })?;
+    let sha = sha256_hex(&bytes);
+    if sha != sha256 {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "sha256 is {sha} but manifest.json records {sha256} ({recorded_bytes} bytes recorded, {} found): the file is corrupt or was changed",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
 }

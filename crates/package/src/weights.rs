@@ -1,7 +1,7 @@
 //! Encoding model weights as safetensors and checking them against an architecture.
 
 use crate::{Error, Result};
-use kiln_model::Network;
+use kiln_model::Parameters;
 use kiln_tensor::{convert, tch, DType, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use sha2::{Digest, Sha256};
@@ -50,7 +50,7 @@ fn st_dtype(d: DType) -> Dtype {
 }
 
 /// Every tensor of `net` (parameters and buffers) as a safetensors file, names sorted.
-pub fn encode_weights(net: &Network) -> Result<Vec<u8>> {
+pub fn encode_weights(net: &impl Parameters) -> Result<Vec<u8>> {
     encode_tensors(net.var_store().variables())
 }
 
@@ -118,11 +118,11 @@ fn from_st_dtype(d: Dtype) -> Option<DType> {
 
 /// Checks a safetensors file against `net`'s tensors (names, shapes, dtypes) and copies
 /// the values in. Every mismatch is listed in the error, not just the first.
-pub fn decode_weights(bytes: &[u8], net: &mut Network) -> Result<()> {
+pub fn decode_weights(bytes: &[u8], net: &mut impl Parameters) -> Result<()> {
     decode_weights_msg(bytes, net).map_err(Error::Weights)
 }
 
-fn decode_weights_msg(bytes: &[u8], net: &mut Network) -> Msg<()> {
+fn decode_weights_msg(bytes: &[u8], net: &mut impl Parameters) -> Msg<()> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
     let expected = net.parameter_shapes().map_err(|e| e.to_string())?;
     let found: BTreeMap<String, _> = st.tensors().into_iter().collect();

@@ -5,7 +5,7 @@ use super::feed_forward::FeedForwardLayer;
 use super::norm::NormLayer;
 use super::rope::Rope;
 use super::{DecoderSpec, KvCache, Positions};
-use crate::{Error, Result};
+use crate::{Error, Parameters, Result};
 use kiln_tensor::{nn, nn::Module, Device, Kind, Tensor};
 
 #[derive(Debug)]
@@ -121,7 +121,7 @@ impl Decoder {
 
     /// Number of trainable scalars (a tied output projection counted once).
     pub fn parameter_count(&self) -> usize {
-        self.vs.trainable_variables().iter().map(|t| t.numel()).sum()
+        Parameters::parameter_count(self)
     }
 
     /// An empty cache for `batch` sequences.
@@ -292,5 +292,11 @@ impl Decoder {
             None => x.f_matmul(&self.embed.ws.f_tr()?)?,
         };
         Ok(logits.f_to_kind(Kind::Float)?)
+    }
+}
+
+impl Parameters for Decoder {
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
     }
 }
