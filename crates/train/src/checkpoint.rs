@@ -4,9 +4,8 @@
 use crate::early_stop::EarlyStopping;
 use crate::evaluate::Tally;
 use crate::{EpochReport, Error, Optimizer, Result};
-use kiln_model::Network;
 use kiln_package::{atomic, decode_tensors, encode_tensors, sha256_hex};
-use kiln_tensor::{tch, Tensor};
+use kiln_tensor::{nn, tch, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -72,9 +71,8 @@ pub fn list(run: &Path) -> Vec<PathBuf> {
 }
 
 /// Writes a checkpoint of `net` and `opt` at `state`, then deletes all but the newest `keep`.
-pub fn save(run: &Path, state: &RunState, net: &Network, opt: &Optimizer, keep: usize) -> Result<PathBuf> {
-    let mut tensors: Vec<(String, Tensor)> = net
-        .var_store()
+pub fn save(run: &Path, state: &RunState, vars: &nn::VarStore, opt: &Optimizer, keep: usize) -> Result<PathBuf> {
+    let mut tensors: Vec<(String, Tensor)> = vars
         .variables()
         .into_iter()
         .map(|(n, t)| (format!("model/{n}"), t))
@@ -152,9 +150,9 @@ pub fn load_latest(run: &Path) -> Result<Option<(Checkpoint, Vec<String>)>> {
 
 /// Copies the checkpoint's model tensors into `net`; every variable must be present with
 /// its shape.
-pub fn restore_model(ckpt: &Checkpoint, net: &Network) -> Result<()> {
+pub fn restore_model(ckpt: &Checkpoint, vars: &nn::VarStore) -> Result<()> {
     tch::no_grad(|| {
-        for (name, var) in net.var_store().variables() {
+        for (name, var) in vars.variables() {
             let key = format!("model/{name}");
             let src = ckpt
                 .tensors

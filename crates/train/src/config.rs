@@ -4,6 +4,7 @@ use crate::{Error, ParamGroup, Result, Schedule};
 use kiln_data::{Augment, ImageLayout, LabelColumn};
 use kiln_model::{CnnSpec, ModelSpec};
 use kiln_tensor::DeviceChoice;
+use kiln_text::CorpusSource;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
+    /// What the model learns: `classification` (the default) or `language-model`.
+    pub task: TaskKind,
     /// The model's name in its package.
     pub name: String,
     /// The model's version in its package (a positive integer).
@@ -28,8 +31,10 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Samples per evaluation batch.
     pub eval_batch_size: usize,
-    /// The data.
+    /// The data of a classifier.
     pub data: DataConfig,
+    /// The text of a language model.
+    pub text: TextConfig,
     /// The architecture; `input` and `classes` are filled from the data when left out.
     pub model: ModelSpec,
     /// The optimizer.
@@ -40,6 +45,9 @@ pub struct TrainConfig {
     pub top_k: usize,
     /// Write a `step` record to metrics.jsonl every this many optimizer steps.
     pub log_every_steps: usize,
+    /// Also evaluate on the validation data every this many optimizer steps (0: only at
+    /// the end of each epoch), as an `eval` record in metrics.jsonl.
+    pub eval_every_steps: usize,
     /// `none` or `bf16` (autocast on CUDA; ignored with a warning on the CPU).
     pub mixed_precision: MixedPrecision,
     /// Checkpoints.
@@ -48,6 +56,56 @@ pub struct TrainConfig {
     pub monitor: String,
     /// Stop when the monitored metric stops improving.
     pub early_stopping: Option<EarlyStoppingConfig>,
+}
+
+/// What a run trains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskKind {
+    /// A classifier of images or tabular samples (`data`, and an mlp, cnn or resnet).
+    #[default]
+    Classification,
+    /// A next-token language model (`text`, and a decoder).
+    LanguageModel,
+}
+
+/// The text a language model trains on, and its tokenizer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TextConfig {
+    /// The corpus (default: the King James Bible prepared by the set-up in `data/kjv`,
+    /// one document per book).
+    pub corpus: CorpusSource,
+    /// A `tokenizer.json` to use; without one, a byte-level BPE tokenizer of
+    /// `vocab_size` tokens is trained on the training documents.
+    pub tokenizer: Option<PathBuf>,
+    /// The size of a trained tokenizer's vocabulary.
+    pub vocab_size: usize,
+    /// Tokens per training sequence (at most the model's context).
+    pub seq_len: usize,
+    /// Fraction of the documents held out, whole, for validation (chosen by the seed).
+    pub validation: f64,
+    /// Where tokenized corpora are cached.
+    pub cache_dir: PathBuf,
+    /// Evaluate on at most this many validation sequences (0: all).
+    pub eval_sequences: usize,
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        TextConfig {
+            corpus: CorpusSource::Folder {
+                path: "data/kjv".into(),
+                extension: ".txt".into(),
+            },
+            tokenizer: None,
+            vocab_size: 4096,
+            seq_len: 128,
+            validation: 0.1,
+            cache_dir: "data/cache".into(),
+            eval_sequences: 0,
+        }
+    }
 }
 
 /// Mixed precision on CUDA.
@@ -106,6 +164,7 @@ impl Default for EarlyStoppingConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            task: TaskKind::Classification,
             name: "fashion-cnn".into(),
             version: 1,
             seed: 42,
@@ -115,11 +174,13 @@ impl Default for TrainConfig {
             batch_size: 128,
             eval_batch_size: 1000,
             data: DataConfig::default(),
+            text: TextConfig::default(),
             model: ModelSpec::Cnn(CnnSpec::default()),
             optimizer: OptimizerConfig::default(),
             label_smoothing: 0.0,
             top_k: 5,
             log_every_steps: 1,
+            eval_every_steps: 0,
             mixed_precision: MixedPrecision::None,
             checkpoint: CheckpointConfig::default(),
             monitor: "val_accuracy".into(),
@@ -293,6 +354,21 @@ impl TrainConfig {
         }
         if self.version == 0 {
             return bad("version must be a positive integer".into());
+        }
+        match (self.task, self.model.is_language_model()) {
+            (TaskKind::LanguageModel, false) => {
+                return bad(format!(
+                    "task = \"language-model\" needs model.arch = \"decoder\", not {:?}",
+                    self.model.arch()
+                ))
+            }
+            (TaskKind::Classification, true) => {
+                return bad("model.arch = \"decoder\" is a language model: set task = \"language-model\"".into())
+            }
+            _ => {}
+        }
+        if self.task == TaskKind::LanguageModel && self.text.seq_len == 0 {
+            return bad("text.seq_len must be at least 1".into());
         }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.contains("..") {
             return bad(format!(

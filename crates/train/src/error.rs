@@ -29,6 +29,9 @@ pub enum Error {
     /// The data could not be loaded.
     #[error(transparent)]
     Data(#[from] kiln_data::Error),
+    /// Reading text or a tokenizer failed.
+    #[error(transparent)]
+    Text(#[from] kiln_text::Error),
     /// The model could not be built or run.
     #[error(transparent)]
     Model(#[from] kiln_model::Error),

@@ -34,12 +34,13 @@ mod predict;
 mod progress;
 mod schedule;
 mod sources;
+mod task;
 mod trainer;
 
 pub use checkpoint::{load_latest as load_checkpoint, Checkpoint, RunState};
 pub use config::{
     CheckpointConfig, DataConfig, DatasetKind, EarlyStoppingConfig, MixedPrecision, OptimizerConfig, OptimizerKind,
-    TrainConfig,
+    TaskKind, TextConfig, TrainConfig,
 };
 pub use early_stop::{EarlyStopping, Monitor};
 pub use error::{Error, Result};
@@ -51,4 +52,5 @@ pub use optim::{Optimizer, ParamGroup};
 pub use predict::{predict_files, Prediction};
 pub use schedule::Schedule;
 pub use sources::{open_split, Sources};
+pub use task::{Evaluation, LmEval};
 pub use trainer::{resume, train, EpochReport, TrainOptions, TrainReport};

@@ -142,7 +142,7 @@ pub fn curves_svg(epochs: &[EpochReport], title: &str) -> String {
         "loss",
         &[
             ("train", tr, pick(&|e| Some(e.train_loss))),
-            ("validation", va, pick(&|e| e.val.as_ref().map(|v| v.loss))),
+            ("validation", va, pick(&|e| e.val.as_ref().map(|v| v.loss()))),
         ],
         false,
     );
@@ -155,7 +155,7 @@ pub fn curves_svg(epochs: &[EpochReport], title: &str) -> String {
         "accuracy",
         &[
             ("train", tr, pick(&|e| Some(e.train_accuracy))),
-            ("validation", va, pick(&|e| e.val.as_ref().map(|v| v.accuracy))),
+            ("validation", va, pick(&|e| e.val.as_ref().map(|v| v.accuracy()))),
         ],
         true,
     );
@@ -246,7 +246,8 @@ pub fn redraw(run: &std::path::Path, labels: &[String], name: &str) -> crate::Re
                     confusion = e
                         .val
                         .as_ref()
-                        .map(|v| (v.confusion.clone(), "validation confusion matrix, last epoch"));
+                        .and_then(|v| v.confusion())
+                        .map(|c| (c.clone(), "validation confusion matrix, last epoch"));
                     epochs.push(e);
                 }
             }

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 pub(crate) struct Progress {
     bar: ProgressBar,
     last_draw: Instant,
+    unit: &'static str,
 }
 
 impl Progress {
-    pub(crate) fn new(total_steps: u64, quiet: bool) -> Progress {
+    pub(crate) fn new(total_steps: u64, quiet: bool, unit: &'static str) -> Progress {
         let target = if quiet {
             ProgressDrawTarget::hidden()
         } else {
@@ -27,6 +28,7 @@ impl Progress {
         Progress {
             bar,
             last_draw: Instant::now() - Duration::from_secs(1),
+            unit,
         }
     }
 
@@ -47,8 +49,8 @@ impl Progress {
             self.last_draw = Instant::now();
             self.bar.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
             self.bar.set_message(format!(
-                "loss {loss:.4} acc {accuracy:.4} {:.0} samples/s",
-                samples_per_sec
+                "loss {loss:.4} acc {accuracy:.4} {:.0} {}/s",
+                samples_per_sec, self.unit
             ));
         }
     }

@@ -5,11 +5,13 @@ use crate::checkpoint::{self, RunState};
 use crate::early_stop::{EarlyStopping, Monitor};
 use crate::evaluate::{cross_entropy, Tally};
 use crate::progress::Progress;
-use crate::{evaluate, plot, Error, EvalResult, MetricsLog, MixedPrecision, Optimizer, Result, Sources, TrainConfig};
-use kiln_data::{Augment, DataLoader, Dataset, LoaderConfig, Normalize, SplitMix64};
-use kiln_model::Network;
-use kiln_package::{atomic, Manifest, Package, TrainingSummary};
-use kiln_tensor::{tch, Kind, Runtime};
+use crate::task::classify::Classify;
+use crate::task::language::Language;
+use crate::task::{Evaluation, Task};
+use crate::{Error, EvalResult, MetricsLog, MixedPrecision, Optimizer, Result, TaskKind, TrainConfig};
+use kiln_data::SplitMix64;
+use kiln_package::{atomic, Manifest};
+use kiln_tensor::{tch, Runtime};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,10 +30,10 @@ pub struct EpochReport {
     pub train_accuracy: f64,
     /// The validation evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub val: Option<EvalResult>,
+    pub val: Option<Evaluation>,
     /// The learning rate of the epoch's last step.
     pub lr: f64,
-    /// Training throughput.
+    /// Training throughput: samples per second, or tokens per second for a language model.
     pub samples_per_sec: f64,
     /// Wall time of the epoch, validation included.
     pub seconds: f64,
@@ -45,10 +47,7 @@ impl EpochReport {
             ("train_accuracy".to_string(), self.train_accuracy),
         ]);
         if let Some(v) = &self.val {
-            m.insert("val_loss".into(), v.loss);
-            m.insert("val_accuracy".into(), v.accuracy);
-            m.insert("val_top_k_accuracy".into(), v.top_k_accuracy);
-            m.insert("val_macro_f1".into(), v.macro_f1);
+            m.extend(v.metrics("val_"));
         }
         m
     }
@@ -157,125 +156,157 @@ fn run(
     ckpt: Option<checkpoint::Checkpoint>,
 ) -> Result<TrainReport> {
     let runtime = Runtime::init(config.device, config.threads, config.seed)?;
-    let sources = Sources::open(&config.data, config.seed)?;
-    let shape: Vec<i64> = sources.train.sample_shape().iter().map(|&d| d as i64).collect();
-    let normalize = sources.normalization(config.data.normalize)?;
-    config.model.fit_to(&shape, sources.classes.len() as i64)?;
-    if ckpt.is_none() {
-        let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
-        atomic::write_file(&out.join("config.json"), &json).map_err(|e| Error::io(out.join("config.json"), e))?;
-    }
-    let autocast = config.mixed_precision == MixedPrecision::Bf16 && runtime.device.is_cuda();
-    if config.mixed_precision == MixedPrecision::Bf16 && !autocast {
-        tracing::warn!(
-            device = ?runtime.device,
-            "mixed_precision = \"bf16\" applies on CUDA only; training in full precision on {:?}",
-            runtime.device
-        );
-    }
-
-    let net = Network::new(config.model.clone(), runtime.device)?;
-    let mut opt = Optimizer::new(&config.optimizer, net.var_store())?;
-    let train_loader = DataLoader::new(
-        sources.train.clone(),
-        LoaderConfig {
-            batch_size: config.batch_size,
-            shuffle: true,
-            seed: config.seed,
-            drop_last: false,
-            prefetch: config.data.prefetch,
-            augment: config.data.augment.clone(),
-            normalize: normalize.clone(),
-        },
-    );
-    let eval_loader = |data: &Arc<dyn Dataset>| {
-        DataLoader::new(
-            data.clone(),
-            LoaderConfig {
-                batch_size: config.eval_batch_size,
-                shuffle: false,
-                prefetch: config.data.prefetch,
-                augment: Augment::default(),
-                normalize: normalize.clone(),
-                ..LoaderConfig::default()
-            },
-        )
-    };
-    let monitor = Monitor::parse(&config.monitor)?;
-    let early = config
-        .early_stopping
-        .as_ref()
-        .map(|e| Ok::<_, Error>(EarlyStopping::new(Monitor::parse(&e.monitor)?, e.patience, e.min_delta)))
-        .transpose()?;
-
-    let mut state = RunState {
-        early_stopping: early,
-        ..RunState::default()
-    };
-    let log_path = out.join("metrics.jsonl");
-    let mut log = match ckpt {
-        Some(c) => {
-            checkpoint::restore_model(&c, &net)?;
-            opt.load_state(&c.tensors, c.state.optimizer_steps)?;
-            state = c.state;
-            let (steps, epochs) = (state.optimizer_steps, state.epochs.len() as u64);
-            MetricsLog::resume(&log_path, |r| match r["kind"].as_str() {
-                Some("step") => r["step"].as_u64().is_some_and(|s| s <= steps),
-                Some("epoch") => r["epoch"].as_u64().is_some_and(|e| e <= epochs),
-                _ => false,
-            })?
+    match config.task {
+        TaskKind::Classification => {
+            let task = Classify::new(&mut config, runtime.device)?;
+            Loop::start(config, out, opts, ckpt, &runtime, &task)?.run()
         }
-        None => MetricsLog::create(&log_path)?,
-    };
+        TaskKind::LanguageModel => {
+            let task = Language::new(&mut config, runtime.device, out, ckpt.is_some())?;
+            Loop::start(config, out, opts, ckpt, &runtime, &task)?.run()
+        }
+    }
+}
 
-    let per_epoch = train_loader.batches_per_epoch();
-    let accumulate = config.optimizer.accumulate;
-    let steps_per_epoch = per_epoch.div_ceil(accumulate);
-    let total_steps = steps_per_epoch * config.epochs;
-    let mut progress = Progress::new((per_epoch * config.epochs) as u64, opts.quiet);
-    progress.set_position(state.batches_done);
-    let val_samples = sources.val.as_ref().map_or(0, |v| v.len());
-    progress.log(|| {
-        tracing::info!(
-            arch = config.model.arch(),
-            parameters = net.parameter_count(),
-            data = %sources.description,
-            train_samples = sources.train.len(),
-            val_samples,
-            device = ?runtime.device,
-            threads = runtime.threads,
-            "training {} ({} parameters) on {} ({} train, {val_samples} validation samples) on {:?} with {} threads",
-            config.model.arch(),
-            net.parameter_count(),
-            sources.description,
-            sources.train.len(),
-            runtime.device,
-            runtime.threads,
-        )
-    });
-    let base_lr = config.optimizer.lr;
-    let mut lr = base_lr;
-    let mut stopped_early = false;
-    let mut first_step_logged = state.batches_done > 0;
-    let labels = sources.classes.clone();
+/// A run in progress: the task, the optimizer, where the run is, and its log.
+struct Loop<'a, T: Task> {
+    task: &'a T,
+    config: TrainConfig,
+    out: &'a Path,
+    opts: &'a TrainOptions,
+    opt: Optimizer,
+    state: RunState,
+    log: MetricsLog,
+    progress: Progress,
+    monitor: Monitor,
+    autocast: bool,
+    /// Batches per epoch and optimizer steps per epoch and in all.
+    per_epoch: usize,
+    steps_per_epoch: usize,
+    total_steps: usize,
+    lr: f64,
+    first_step_logged: bool,
+}
 
-    while state.epoch < config.epochs {
-        let epoch_start = Instant::now();
+impl<'a, T: Task> Loop<'a, T> {
+    /// Set-up and resume: writes `config.json` for a new run, or restores the model,
+    /// the optimizer, the run state and the metrics log from a checkpoint.
+    fn start(
+        config: TrainConfig,
+        out: &'a Path,
+        opts: &'a TrainOptions,
+        ckpt: Option<checkpoint::Checkpoint>,
+        runtime: &Runtime,
+        task: &'a T,
+    ) -> Result<Self> {
+        if ckpt.is_none() {
+            let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
+            atomic::write_file(&out.join("config.json"), &json).map_err(|e| Error::io(out.join("config.json"), e))?;
+        }
+        let autocast = config.mixed_precision == MixedPrecision::Bf16 && runtime.device.is_cuda();
+        if config.mixed_precision == MixedPrecision::Bf16 && !autocast {
+            tracing::warn!(
+                device = ?runtime.device,
+                "mixed_precision = \"bf16\" applies on CUDA only; training in full precision on {:?}",
+                runtime.device
+            );
+        }
+        let mut opt = Optimizer::new(&config.optimizer, task.vars())?;
+        let monitor = Monitor::parse(&config.monitor)?;
+        let early = config
+            .early_stopping
+            .as_ref()
+            .map(|e| Ok::<_, Error>(EarlyStopping::new(Monitor::parse(&e.monitor)?, e.patience, e.min_delta)))
+            .transpose()?;
+        let mut state = RunState {
+            early_stopping: early,
+            ..RunState::default()
+        };
+        let log_path = out.join("metrics.jsonl");
+        let log = match ckpt {
+            Some(c) => {
+                checkpoint::restore_model(&c, task.vars())?;
+                opt.load_state(&c.tensors, c.state.optimizer_steps)?;
+                state = c.state;
+                let (steps, epochs) = (state.optimizer_steps, state.epochs.len() as u64);
+                MetricsLog::resume(&log_path, |r| match r["kind"].as_str() {
+                    Some("step") | Some("eval") => r["step"].as_u64().is_some_and(|s| s <= steps),
+                    Some("epoch") => r["epoch"].as_u64().is_some_and(|e| e <= epochs),
+                    _ => false,
+                })?
+            }
+            None => MetricsLog::create(&log_path)?,
+        };
+        let per_epoch = task.batches_per_epoch();
+        let steps_per_epoch = per_epoch.div_ceil(config.optimizer.accumulate);
+        let total_steps = steps_per_epoch * config.epochs;
+        let progress = Progress::new((per_epoch * config.epochs) as u64, opts.quiet, task.unit());
+        progress.set_position(state.batches_done);
+        let description = task.describe();
+        progress.log(|| {
+            tracing::info!(
+                device = ?runtime.device,
+                threads = runtime.threads,
+                "training {description} on {:?} with {} threads",
+                runtime.device,
+                runtime.threads,
+            )
+        });
+        Ok(Loop {
+            first_step_logged: state.batches_done > 0,
+            lr: config.optimizer.lr,
+            task,
+            config,
+            out,
+            opts,
+            opt,
+            state,
+            log,
+            progress,
+            monitor,
+            autocast,
+            per_epoch,
+            steps_per_epoch,
+            total_steps,
+        })
+    }
+
+    /// Epochs until the last, early stopping, or an interruption; then the package.
+    fn run(mut self) -> Result<TrainReport> {
+        let mut stopped_early = false;
+        while self.state.epoch < self.config.epochs {
+            let epoch_start = Instant::now();
+            let samples = self.train_epoch(epoch_start)?;
+            let dir;
+            (stopped_early, dir) = self.end_epoch(epoch_start, samples)?;
+            if stopped_early {
+                break;
+            }
+            if self.opts.stop.load(Ordering::SeqCst) && self.state.epoch < self.config.epochs {
+                self.progress.finish();
+                return Err(Error::Interrupted(dir));
+            }
+        }
+        self.progress.finish();
+        self.finish(stopped_early)
+    }
+
+    /// Trains on the rest of the current epoch; returns the samples it saw.
+    fn train_epoch(&mut self, epoch_start: Instant) -> Result<usize> {
+        let accumulate = self.config.optimizer.accumulate;
+        let base_lr = self.config.optimizer.lr;
         let mut epoch_samples = 0usize;
         let mut group_loss = 0f64;
-        for batch in train_loader.epoch_from(state.epoch as u64, state.batch_in_epoch) {
+        let (epoch, first) = (self.state.epoch as u64, self.state.batch_in_epoch);
+        let task = self.task;
+        for batch in task.batches(epoch, first) {
             let batch = batch?;
-            tch::manual_seed(batch_seed(config.seed, state.batches_done));
+            let state = &mut self.state;
+            tch::manual_seed(batch_seed(self.config.seed, state.batches_done));
             let group_start = state.batch_in_epoch - state.batch_in_epoch % accumulate;
-            let group_len = accumulate.min(per_epoch - group_start);
-            let labels_dev = batch.labels.f_to_device(runtime.device)?;
-            let logits = if autocast {
-                tch::autocast(true, || net.forward(&batch.inputs, true))?
-            } else {
-                net.forward(&batch.inputs, true)?
-            }
-            .f_to_kind(Kind::Float)?;
-            let loss = cross_entropy(&logits, &labels_dev, config.label_smoothing)?;
+            let group_len = accumulate.min(self.per_epoch - group_start);
+            let fwd = self.task.forward(&batch, self.autocast)?;
+            let loss = cross_entropy(&fwd.logits, &fwd.labels, self.config.label_smoothing)?;
             if group_len > 1 {
                 loss.f_div_scalar(group_len as f64)?.f_backward()?;
             } else {
@@ -288,102 +319,149 @@ fn run(
                     state.epoch + 1
                 )));
             }
-            state.tally.add(loss_value, &logits, &labels_dev)?;
+            state.tally.add(loss_value, &fwd.logits, &fwd.labels)?;
             group_loss += loss_value / group_len as f64;
-            epoch_samples += batch.len();
+            epoch_samples += fwd.samples;
             state.batch_in_epoch += 1;
             state.batches_done += 1;
-            progress.inc();
-            if state.batch_in_epoch % accumulate != 0 && state.batch_in_epoch != per_epoch {
+            self.progress.inc();
+            if state.batch_in_epoch % accumulate != 0 && state.batch_in_epoch != self.per_epoch {
                 continue;
             }
-            if let Some(max) = config.optimizer.clip_grad_norm {
-                opt.clip_grad_norm(max)?;
-            }
-            lr = config
-                .optimizer
-                .schedule
-                .rate(base_lr, state.optimizer_steps as usize, total_steps, steps_per_epoch);
-            opt.step(lr)?;
-            opt.zero_grad();
-            state.optimizer_steps += 1;
             let rate = epoch_samples as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
-            if !first_step_logged {
-                first_step_logged = true;
-                let unix = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64());
-                log.write(&serde_json::json!({
-                    "kind": "start",
-                    "seconds_to_first_step": opts.started.elapsed().as_secs_f64(),
-                    "first_step_unix_time": unix,
-                }))?;
-            }
-            if state.optimizer_steps % config.log_every_steps as u64 == 0 {
-                log.write(&serde_json::json!({
-                    "kind": "step", "step": state.optimizer_steps, "epoch": state.epoch + 1,
-                    "loss": group_loss, "lr": lr, "samples_per_sec": rate,
-                }))?;
-            }
+            self.optimizer_step(group_loss, rate)?;
             group_loss = 0.0;
-            let (l, a) = state.tally.means();
-            progress.show(state.epoch, config.epochs, l, a, rate);
-            let mid_epoch = state.batch_in_epoch < per_epoch;
-            let every = config.checkpoint.every_steps as u64;
-            if mid_epoch && every > 0 && state.optimizer_steps % every == 0 {
-                log.flush()?;
-                checkpoint::save(out, &state, &net, &opt, config.checkpoint.keep)?;
+            let mid_epoch = self.state.batch_in_epoch < self.per_epoch;
+            let every = self.config.checkpoint.every_steps as u64;
+            let steps = self.state.optimizer_steps;
+            if mid_epoch && self.config.eval_every_steps > 0 && steps % self.config.eval_every_steps as u64 == 0 {
+                self.eval_record()?;
             }
-            if mid_epoch && opts.stop.load(Ordering::SeqCst) {
-                log.flush()?;
-                let dir = checkpoint::save(out, &state, &net, &opt, config.checkpoint.keep)?;
-                progress.finish();
+            if mid_epoch && every > 0 && steps % every == 0 {
+                self.log.flush()?;
+                checkpoint::save(
+                    self.out,
+                    &self.state,
+                    self.task.vars(),
+                    &self.opt,
+                    self.config.checkpoint.keep,
+                )?;
+            }
+            if mid_epoch && self.opts.stop.load(Ordering::SeqCst) {
+                self.log.flush()?;
+                let dir = checkpoint::save(
+                    self.out,
+                    &self.state,
+                    self.task.vars(),
+                    &self.opt,
+                    self.config.checkpoint.keep,
+                )?;
+                self.progress.finish();
                 return Err(Error::Interrupted(dir));
             }
         }
+        Ok(epoch_samples)
+    }
+
+    /// Clips, steps the optimizer at the schedule's rate, and logs the step.
+    fn optimizer_step(&mut self, group_loss: f64, rate: f64) -> Result<()> {
+        if let Some(max) = self.config.optimizer.clip_grad_norm {
+            self.opt.clip_grad_norm(max)?;
+        }
+        let o = &self.config.optimizer;
+        self.lr = o.schedule.rate(
+            o.lr,
+            self.state.optimizer_steps as usize,
+            self.total_steps,
+            self.steps_per_epoch,
+        );
+        self.opt.step(self.lr)?;
+        self.opt.zero_grad();
+        self.state.optimizer_steps += 1;
+        if !self.first_step_logged {
+            self.first_step_logged = true;
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.log.write(&serde_json::json!({
+                "kind": "start",
+                "seconds_to_first_step": self.opts.started.elapsed().as_secs_f64(),
+                "first_step_unix_time": unix,
+            }))?;
+        }
+        if self.state.optimizer_steps % self.config.log_every_steps as u64 == 0 {
+            let unit = format!("{}_per_sec", self.task.unit());
+            let mut record = serde_json::json!({
+                "kind": "step", "step": self.state.optimizer_steps, "epoch": self.state.epoch + 1,
+                "loss": group_loss, "lr": self.lr, "samples_per_sec": rate,
+            });
+            record[unit] = rate.into();
+            self.log.write(&record)?;
+        }
+        let (l, a) = self.state.tally.means();
+        self.progress.show(self.state.epoch, self.config.epochs, l, a, rate);
+        Ok(())
+    }
+
+    /// An `eval` record in the middle of an epoch.
+    fn eval_record(&mut self) -> Result<()> {
+        if let Some(v) = self.task.evaluate()? {
+            let mut record =
+                serde_json::json!({"kind": "eval", "step": self.state.optimizer_steps, "epoch": self.state.epoch + 1});
+            for (k, x) in v.metrics("val_") {
+                record[k] = x.into();
+            }
+            let summary = v.summary();
+            let step = self.state.optimizer_steps;
+            self.progress.log(|| tracing::info!(step, "step {step}: {summary}"));
+            self.log.write(&record)?;
+        }
+        Ok(())
+    }
+
+    /// Evaluation, the epoch's report, the package when it improved, plots and the
+    /// end-of-epoch checkpoint. Returns whether early stopping ends the run, and the
+    /// checkpoint written.
+    fn end_epoch(&mut self, epoch_start: Instant, epoch_samples: usize) -> Result<(bool, PathBuf)> {
         let train_seconds = epoch_start.elapsed().as_secs_f64();
-        let (train_loss, train_accuracy) = state.tally.means();
-        let val = sources
-            .val
-            .as_ref()
-            .map(|v| evaluate(&net, &eval_loader(v), config.top_k, &labels))
-            .transpose()?;
+        let (train_loss, train_accuracy) = self.state.tally.means();
+        let val = self.task.evaluate()?;
         let report = EpochReport {
-            epoch: state.epoch + 1,
+            epoch: self.state.epoch + 1,
             train_loss,
             train_accuracy,
             val,
-            lr,
+            lr: self.lr,
             samples_per_sec: epoch_samples as f64 / train_seconds.max(1e-9),
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
-        state.seconds += report.seconds;
+        self.state.seconds += report.seconds;
         let metrics = report.metrics();
         let val_text = report
             .val
             .as_ref()
-            .map(|v| format!(", val loss {:.4} acc {:.4}", v.loss, v.accuracy))
+            .map(|v| format!(", {}", v.summary()))
             .unwrap_or_default();
         // Without validation data the monitored metric may be missing: then the last epoch is kept.
-        let value = monitor.value(&metrics).ok();
+        let value = self.monitor.value(&metrics).ok();
         let improved = match value {
-            Some(v) => monitor.improves(v, state.best.map(|b| b.0), 0.0),
+            Some(v) => self.monitor.improves(v, self.state.best.map(|b| b.0), 0.0),
             None => true,
         };
-        progress.log(|| {
+        let (epochs, unit) = (self.config.epochs, self.task.unit());
+        self.progress.log(|| {
             tracing::info!(
                 epoch = report.epoch,
-                epochs = config.epochs,
+                epochs,
                 train_loss = report.train_loss,
                 train_accuracy = report.train_accuracy,
-                val_loss = report.val.as_ref().map(|v| v.loss),
-                val_accuracy = report.val.as_ref().map(|v| v.accuracy),
+                val_loss = report.val.as_ref().map(|v| v.loss()),
+                val_accuracy = report.val.as_ref().map(|v| v.accuracy()),
                 samples_per_sec = report.samples_per_sec,
                 seconds = report.seconds,
                 improved,
-                "epoch {:>3}/{}: train loss {:.4} acc {:.4}{val_text} ({:.0} samples/s, {:.1}s){}",
+                "epoch {:>3}/{epochs}: train loss {:.4} acc {:.4}{val_text} ({:.0} {unit}/s, {:.1}s){}",
                 report.epoch,
-                config.epochs,
                 report.train_loss,
                 report.train_accuracy,
                 report.samples_per_sec,
@@ -393,136 +471,63 @@ fn run(
         });
         let mut record = serde_json::to_value(&report).map_err(|e| Error::Internal(e.to_string()))?;
         record["kind"] = "epoch".into();
-        log.write(&record)?;
-        state.epochs.push(report.clone());
+        self.log.write(&record)?;
+        self.state.epochs.push(report.clone());
         if improved {
-            state.best = Some((value.unwrap_or(f64::NAN), report.epoch));
-            let manifest = manifest_for(&config, &net, &sources, normalize.clone(), &state, None);
-            Package::save(out.join("package"), manifest, &net)?;
+            self.state.best = Some((value.unwrap_or(f64::NAN), report.epoch));
+            self.task.save_package(self.out, &self.state)?;
         }
-        if let Some(es) = state.early_stopping.as_mut() {
+        let mut stopped_early = false;
+        if let Some(es) = self.state.early_stopping.as_mut() {
             if let Ok(v) = es.monitor.value(&metrics) {
                 stopped_early = es.update(v);
             }
         }
-        write_plots(out, &state.epochs, report.val.as_ref(), &labels, &config.name)?;
-        state.epoch += 1;
-        state.batch_in_epoch = 0;
-        state.tally = Tally::default();
-        log.flush()?;
-        let dir = checkpoint::save(out, &state, &net, &opt, config.checkpoint.keep)?;
+        self.task.write_plots(self.out, &self.state, report.val.as_ref())?;
+        self.state.epoch += 1;
+        self.state.batch_in_epoch = 0;
+        self.state.tally = Tally::default();
+        self.log.flush()?;
+        let dir = checkpoint::save(
+            self.out,
+            &self.state,
+            self.task.vars(),
+            &self.opt,
+            self.config.checkpoint.keep,
+        )?;
         if stopped_early {
-            let monitor = config.early_stopping.as_ref().map_or("", |e| e.monitor.as_str());
-            let bad_epochs = state.early_stopping.as_ref().map_or(0, |e| e.bad_epochs);
-            progress.log(|| {
+            let monitor = self.config.early_stopping.as_ref().map_or("", |e| e.monitor.as_str());
+            let bad_epochs = self.state.early_stopping.as_ref().map_or(0, |e| e.bad_epochs);
+            self.progress.log(|| {
                 tracing::info!(
                     monitor,
                     bad_epochs,
                     "early stopping: no improvement of {monitor} for {bad_epochs} epochs"
                 )
             });
-            break;
         }
-        if opts.stop.load(Ordering::SeqCst) && state.epoch < config.epochs {
-            progress.finish();
-            return Err(Error::Interrupted(dir));
-        }
+        Ok((stopped_early, dir))
     }
-    progress.finish();
 
-    // The package holds the best epoch's weights: evaluate those on the test data.
-    let package_dir = out.join("package");
-    let best = Package::load(&package_dir, runtime.device)?;
-    let test = sources
-        .test
-        .as_ref()
-        .map(|t| evaluate(&best.network, &eval_loader(t), config.top_k, &labels))
-        .transpose()?;
-    let manifest = manifest_for(&config, &best.network, &sources, normalize, &state, test.as_ref());
-    let manifest = Package::save(&package_dir, manifest, &best.network)?;
-    if let Some(t) = &test {
-        atomic::write_file(
-            &out.join("confusion.svg"),
-            plot::confusion_svg(
-                &t.confusion,
-                &labels,
-                &format!("{}: test confusion matrix", config.name),
-            )
-            .as_bytes(),
-        )
-        .map_err(|e| Error::io(out.join("confusion.svg"), e))?;
+    /// Packaging: the task's last word on the package (a test evaluation for a
+    /// classifier), then the final `test` record.
+    fn finish(mut self, stopped_early: bool) -> Result<TrainReport> {
+        let (test, manifest) = self.task.finish(self.out, &self.state)?;
+        let state = self.state;
+        let best_epoch = state.best.map_or(state.epochs.len(), |b| b.1);
+        self.log.write(
+            &serde_json::json!({"kind": "test", "best_epoch": best_epoch, "test": test, "seconds": state.seconds}),
+        )?;
+        self.log.flush()?;
+        Ok(TrainReport {
+            out_dir: self.out.to_path_buf(),
+            package_dir: self.out.join("package"),
+            epochs: state.epochs,
+            best_epoch,
+            test,
+            manifest,
+            seconds: state.seconds,
+            stopped_early,
+        })
     }
-    let best_epoch = state.best.map_or(state.epochs.len(), |b| b.1);
-    log.write(&serde_json::json!({"kind": "test", "best_epoch": best_epoch, "test": test, "seconds": state.seconds}))?;
-    log.flush()?;
-    Ok(TrainReport {
-        out_dir: out.to_path_buf(),
-        package_dir,
-        epochs: state.epochs,
-        best_epoch,
-        test,
-        manifest,
-        seconds: state.seconds,
-        stopped_early,
-    })
-}
-
-fn write_plots(
-    out: &Path,
-    epochs: &[EpochReport],
-    val: Option<&EvalResult>,
-    labels: &[String],
-    name: &str,
-) -> Result<()> {
-    let curves = plot::curves_svg(epochs, name);
-    atomic::write_file(&out.join("curves.svg"), curves.as_bytes()).map_err(|e| Error::io(out.join("curves.svg"), e))?;
-    if let Some(v) = val {
-        let svg = plot::confusion_svg(
-            &v.confusion,
-            labels,
-            &format!("{name}: validation confusion matrix, last epoch"),
-        );
-        atomic::write_file(&out.join("confusion.svg"), svg.as_bytes())
-            .map_err(|e| Error::io(out.join("confusion.svg"), e))?;
-    }
-    Ok(())
-}
-
-fn manifest_for(
-    config: &TrainConfig,
-    net: &Network,
-    sources: &Sources,
-    normalize: Option<Normalize>,
-    state: &RunState,
-    test: Option<&EvalResult>,
-) -> Manifest {
-    let mut manifest = Manifest::new(
-        &config.name,
-        config.version,
-        net,
-        sources.classes.clone(),
-        normalize,
-        sources.image,
-    );
-    let best_epoch = state.best.map_or(state.epochs.len(), |b| b.1);
-    let mut metrics = state
-        .epochs
-        .get(best_epoch.saturating_sub(1))
-        .map(EpochReport::metrics)
-        .unwrap_or_default();
-    metrics.insert("best_epoch".into(), best_epoch as f64);
-    if let Some(t) = test {
-        metrics.insert("test_loss".into(), t.loss);
-        metrics.insert("test_accuracy".into(), t.accuracy);
-        metrics.insert("test_top_k_accuracy".into(), t.top_k_accuracy);
-        metrics.insert("test_macro_f1".into(), t.macro_f1);
-    }
-    manifest.training = Some(TrainingSummary {
-        dataset: sources.description.clone(),
-        epochs: state.epochs.len(),
-        train_samples: sources.train.len(),
-        seconds: state.seconds,
-        metrics,
-    });
-    manifest
 }

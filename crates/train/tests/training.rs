@@ -96,7 +96,11 @@ fn early_stopping_ends_the_run_and_the_best_epoch_is_packaged() {
 
     let cfg = config(&["epochs=4", "monitor=\"val_accuracy\"", "optimizer.lr=0.05"]);
     let report = train(&cfg, &dir.path().join("best"), &quiet()).unwrap();
-    let accs: Vec<f64> = report.epochs.iter().map(|e| e.val.as_ref().unwrap().accuracy).collect();
+    let accs: Vec<f64> = report
+        .epochs
+        .iter()
+        .map(|e| e.val.as_ref().unwrap().accuracy())
+        .collect();
     let best = accs
         .iter()
         .enumerate()
