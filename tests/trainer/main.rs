@@ -7,6 +7,7 @@ mod util;
 mod cuda;
 mod errors;
 mod import;
+mod language;
 mod own_data;
 mod resume;
 mod train_eval_predict;

@@ -30,6 +30,50 @@ pub enum Command {
     /// Make a package of weights trained elsewhere (e.g. PyTorch, saved as safetensors
     /// with the tensor names of the config's architecture).
     Import(ImportArgs),
+    /// Continue a prompt with a language-model package, writing the text to stdout as it
+    /// is generated (figures to stderr at the end).
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// The language-model package folder.
+    #[arg(long, short)]
+    pub package: PathBuf,
+    /// The text to continue.
+    #[arg(long)]
+    pub prompt: String,
+    /// Tokens to generate at most [default: the package's].
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Sampling temperature; 0 is greedy [default: the package's].
+    #[arg(long, allow_negative_numbers = true)]
+    pub temperature: Option<f64>,
+    /// Sample among the k most likely tokens (0: all).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sample among the most likely tokens whose probabilities add up to p.
+    #[arg(long, allow_negative_numbers = true)]
+    pub top_p: Option<f64>,
+    /// Above 1 makes tokens already in the text less likely.
+    #[arg(long, allow_negative_numbers = true)]
+    pub repetition_penalty: Option<f64>,
+    /// The seed of the draws.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop at this text (left out of the output); may be given several times.
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Recompute every token each step instead of keeping the KV cache (to see what the
+    /// cache buys).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, env = "KILN_DEVICE", default_value = "auto")]
+    pub device: String,
+    /// libtorch threads, 0 for one per core.
+    #[arg(long, env = "KILN_THREADS", default_value_t = 0)]
+    pub threads: usize,
 }
 
 #[derive(clap::Args)]

@@ -8,8 +8,8 @@ use kiln_data::Split;
 use kiln_package::Package;
 use kiln_tensor::{DeviceChoice, Runtime};
 use kiln_train::{
-    evaluate_package, open_split, predict_files, resume, train, DatasetKind, Error, TrainConfig, TrainOptions,
-    TrainReport,
+    evaluate_package, generate_text, open_split, predict_files, resume, train, DatasetKind, Error, TextRequest,
+    TrainConfig, TrainOptions, TrainReport,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,6 +101,38 @@ fn run(cli: Cli, started: Instant) -> Result<(), Error> {
             let config = TrainConfig::load(Some(&a.config), &a.set)?;
             let m = kiln_train::import_weights(&config, &a.weights, &a.out)?;
             println!("package: {} ({} version {})", a.out.display(), m.name, m.version);
+        }
+        Command::Generate(a) => {
+            let device: DeviceChoice = a.device.parse().map_err(cfg_err)?;
+            let runtime = Runtime::init(device, a.threads, 0)?;
+            let package = kiln_package::LanguagePackage::load(&a.package, runtime.device)?;
+            let request = TextRequest {
+                prompt: a.prompt,
+                max_tokens: a.max_tokens,
+                temperature: a.temperature,
+                top_k: a.top_k,
+                top_p: a.top_p,
+                repetition_penalty: a.repetition_penalty,
+                seed: a.seed,
+                stop: a.stop,
+                no_cache: a.no_cache,
+            };
+            let r = generate_text(&package, &request, &mut std::io::stdout())?;
+            println!();
+            tracing::info!(
+                prompt_tokens = r.prompt_tokens,
+                generated_tokens = r.generated_tokens,
+                finish = ?r.finish,
+                seconds_to_first_token = r.seconds_to_first_token,
+                tokens_per_sec = r.tokens_per_sec,
+                "{} tokens after a prompt of {} in {:.2}s: {:.1} tokens/s (first after {:.3}s), finish: {:?}",
+                r.generated_tokens,
+                r.prompt_tokens,
+                r.seconds,
+                r.tokens_per_sec,
+                r.seconds_to_first_token,
+                r.finish
+            );
         }
         Command::Predict(a) => {
             let package = Package::load(&a.package, kiln_tensor::Device::Cpu)?;

@@ -32,6 +32,7 @@ mod error;
 mod loader;
 mod pack;
 mod split;
+mod stop;
 mod stream;
 mod tokenizer;
 
@@ -41,5 +42,6 @@ pub use error::{Error, Result};
 pub use loader::{TokenBatch, TokenLoader};
 pub use pack::Packed;
 pub use split::{split_documents, DocumentSplit};
+pub use stop::StopStrings;
 pub use stream::StreamDecoder;
 pub use tokenizer::{SpecialTokens, Tokenizer, BOS, EOS, PAD};

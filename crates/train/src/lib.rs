@@ -25,6 +25,7 @@ mod config;
 mod early_stop;
 mod error;
 mod evaluate;
+mod generate;
 mod import;
 mod metrics;
 mod metrics_log;
@@ -45,6 +46,7 @@ pub use config::{
 pub use early_stop::{EarlyStopping, Monitor};
 pub use error::{Error, Result};
 pub use evaluate::{evaluate, evaluate_package, EvalResult};
+pub use generate::{generate_text, TextReport, TextRequest};
 pub use import::import_weights;
 pub use metrics::{ClassMetrics, Confusion};
 pub use metrics_log::MetricsLog;
