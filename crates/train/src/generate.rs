@@ -83,7 +83,7 @@ pub fn generate_text(pkg: &LanguagePackage, req: &TextRequest, out: &mut dyn Wri
     let mut failure: Option<Error> = None;
     let mut first_token: Option<f64> = None;
     let started = Instant::now();
-    let generated = generate(&pkg.model, &[prompt.clone()], &config, |_, id| {
+    let generated = generate(&pkg.model, std::slice::from_ref(&prompt), &config, |_, id| {
         first_token.get_or_insert_with(|| started.elapsed().as_secs_f64());
         let written = match decoder.step(tok, id) {
             Ok(Some(piece)) => emit(out, &stop.push(&piece), &mut text),
