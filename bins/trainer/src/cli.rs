@@ -30,9 +30,28 @@ pub enum Command {
     /// Make a package of weights trained elsewhere (e.g. PyTorch, saved as safetensors
     /// with the tensor names of the config's architecture).
     Import(ImportArgs),
+    /// Make a language-model package of a Llama-architecture model in a GGUF file
+    /// (llama.cpp's format; F32, F16, Q8_0 and Q4_1 tensors), with its tokenizer and chat
+    /// template.
+    ImportGguf(ImportGgufArgs),
     /// Continue a prompt with a language-model package, writing the text to stdout as it
     /// is generated (figures to stderr at the end).
     Generate(GenerateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ImportGgufArgs {
+    /// The GGUF file.
+    pub gguf: PathBuf,
+    /// Where to write the package folder.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// The model's name in its package.
+    #[arg(long, default_value = "smollm2-135m-instruct")]
+    pub name: String,
+    /// The model's version in its package.
+    #[arg(long, default_value_t = 1)]
+    pub version: u64,
 }
 
 #[derive(clap::Args)]

@@ -8,8 +8,8 @@ use kiln_data::Split;
 use kiln_package::Package;
 use kiln_tensor::{DeviceChoice, Runtime};
 use kiln_train::{
-    evaluate_package, generate_text, open_split, predict_files, resume, train, DatasetKind, Error, TextRequest,
-    TrainConfig, TrainOptions, TrainReport,
+    evaluate_package, generate_text, import_gguf, open_split, predict_files, resume, train, DatasetKind, Error,
+    TextRequest, TrainConfig, TrainOptions, TrainReport,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,6 +101,17 @@ fn run(cli: Cli, started: Instant) -> Result<(), Error> {
             let config = TrainConfig::load(Some(&a.config), &a.set)?;
             let m = kiln_train::import_weights(&config, &a.weights, &a.out)?;
             println!("package: {} ({} version {})", a.out.display(), m.name, m.version);
+        }
+        Command::ImportGguf(a) => {
+            let r = import_gguf(&a.gguf, &a.out, &a.name, a.version)?;
+            println!(
+                "package: {} ({} version {}, {} parameters; {} of 256 byte symbols missing from the vocabulary)",
+                a.out.display(),
+                r.manifest.name,
+                r.manifest.version,
+                r.parameters,
+                r.missing_bytes
+            );
         }
         Command::Generate(a) => {
             let device: DeviceChoice = a.device.parse().map_err(cfg_err)?;

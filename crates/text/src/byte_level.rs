@@ -1,11 +1,25 @@
 //! The GPT-2 byte-to-character table of byte-level BPE, read backwards: which bytes a
 //! token's characters stand for.
 
+/// Printable bytes stand for themselves; the other 68 are shifted past 255 in order.
+fn printable(b: u32) -> bool {
+    (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+}
+
+/// The character that stands for byte `b` in byte-level tokens.
+pub(crate) fn symbol_of(b: u8) -> char {
+    let b = b as u32;
+    let code = if printable(b) {
+        b
+    } else {
+        256 + (0..b).filter(|&x| !printable(x)).count() as u32
+    };
+    char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER)
+}
+
 /// The byte a byte-level symbol stands for, or `None` for a character outside the table.
 fn byte_of(c: char) -> Option<u8> {
     let c = c as u32;
-    // Printable bytes stand for themselves; the other 68 are shifted past 255 in order.
-    let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
     if c < 256 {
         return printable(c).then_some(c as u8);
     }
@@ -40,5 +54,8 @@ mod tests {
         assert_eq!(decoded_len("\u{120}the"), Some(4));
         assert_eq!(decoded_len("<|eos|>"), Some(7));
         assert_eq!(decoded_len("\u{2581}x"), None);
+        for b in 0..=255u8 {
+            assert_eq!(byte_of(symbol_of(b)), Some(b));
+        }
     }
 }

@@ -180,6 +180,14 @@ impl Tokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// The bytes whose byte-level symbol is not a token: text holding them loses them when
+    /// encoded (published tokenizers lack a few; kiln's own have all 256).
+    pub fn missing_bytes(&self) -> Vec<u8> {
+        (0..=255u8)
+            .filter(|&b| self.inner.token_to_id(&byte_level::symbol_of(b).to_string()).is_none())
+            .collect()
+    }
+
     /// How many bytes of text each token id stands for: 0 for special tokens, the byte
     /// count for the rest. Bits per byte divides a loss by these.
     pub fn byte_lengths(&self) -> Vec<u32> {

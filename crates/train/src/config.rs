@@ -37,6 +37,10 @@ pub struct TrainConfig {
     pub text: TextConfig,
     /// The architecture; `input` and `classes` are filled from the data when left out.
     pub model: ModelSpec,
+    /// Start from this package's weights instead of fresh ones (fine-tuning). A language
+    /// model also takes the package's architecture and tokenizer; a classifier's `model`
+    /// must match the package's.
+    pub init_from: Option<PathBuf>,
     /// The optimizer.
     pub optimizer: OptimizerConfig,
     /// Label smoothing of the cross-entropy loss (0 = none).
@@ -176,6 +180,7 @@ impl Default for TrainConfig {
             data: DataConfig::default(),
             text: TextConfig::default(),
             model: ModelSpec::Cnn(CnnSpec::default()),
+            init_from: None,
             optimizer: OptimizerConfig::default(),
             label_smoothing: 0.0,
             top_k: 5,

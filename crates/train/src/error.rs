@@ -32,6 +32,9 @@ pub enum Error {
     /// Reading text or a tokenizer failed.
     #[error(transparent)]
     Text(#[from] kiln_text::Error),
+    /// A GGUF file could not be read.
+    #[error(transparent)]
+    Gguf(#[from] kiln_gguf::Error),
     /// The model could not be built or run.
     #[error(transparent)]
     Model(#[from] kiln_model::Error),

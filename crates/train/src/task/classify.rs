@@ -29,6 +29,18 @@ impl Classify {
         let normalize = sources.normalization(config.data.normalize)?;
         config.model.fit_to(&shape, sources.classes.len() as i64)?;
         let net = Network::new(config.model.clone(), device)?;
+        if let Some(init) = &config.init_from {
+            let pkg = Package::load(init, device)?;
+            if pkg.manifest.model != config.model {
+                return Err(Error::Config(format!(
+                    "init_from {}: the package's model {:?} differs from the config's {:?}",
+                    init.display(),
+                    pkg.manifest.model,
+                    config.model
+                )));
+            }
+            super::copy_weights(pkg.network.var_store(), net.var_store(), init)?;
+        }
         let train = DataLoader::new(
             sources.train.clone(),
             LoaderConfig {

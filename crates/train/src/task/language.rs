@@ -43,6 +43,8 @@ pub(crate) struct Language {
     byte_lengths: Tensor,
     description: String,
     train_tokens: usize,
+    /// Kept from the package fine-tuning started from.
+    chat_template: Option<String>,
 }
 
 impl Language {
@@ -54,10 +56,24 @@ impl Language {
         let corpus = Corpus::read(&text.corpus)?;
         let split = split_documents(corpus.documents.len(), text.validation, config.seed)?;
         let run_tokenizer = out.join("tokenizer.json");
-        let tokenizer = match (&text.tokenizer, resuming) {
-            (_, true) => Tokenizer::from_file(&run_tokenizer, None)?,
-            (Some(path), false) => Tokenizer::from_file(path, None)?,
-            (None, false) => {
+        // Fine-tuning starts from a package: its architecture, weights and tokenizer.
+        let init = config
+            .init_from
+            .as_ref()
+            .map(|p| LanguagePackage::load(p, device).map(|pkg| (p.clone(), pkg)))
+            .transpose()?;
+        if let Some((_, pkg)) = &init {
+            let mut spec = pkg.model.spec().clone();
+            if let ModelSpec::Decoder(d) = &config.model {
+                spec.dropout = d.dropout;
+            }
+            config.model = ModelSpec::Decoder(spec);
+        }
+        let tokenizer = match (&text.tokenizer, resuming, &init) {
+            (_, true, _) => Tokenizer::from_file(&run_tokenizer, init.as_ref().map(|(_, p)| p.tokenizer.special()))?,
+            (_, false, Some((_, pkg))) => pkg.tokenizer.clone(),
+            (Some(path), false, None) => Tokenizer::from_file(path, None)?,
+            (None, false, None) => {
                 let docs = split.train.iter().map(|&i| corpus.documents[i].text.as_str());
                 Tokenizer::train(docs, text.vocab_size)?
             }
@@ -104,6 +120,9 @@ impl Language {
         let lens: Vec<i64> = tokenizer.byte_lengths().into_iter().map(i64::from).collect();
         let byte_lengths = Tensor::f_from_slice(&lens)?.f_to_device(device)?;
         let model = Decoder::new(spec.clone(), device)?;
+        if let Some((path, pkg)) = &init {
+            super::copy_weights(pkg.model.var_store(), model.var_store(), path)?;
+        }
         let names = |ids: &[usize]| {
             ids.iter()
                 .map(|&i| corpus.documents[i].name.as_str())
@@ -126,6 +145,7 @@ impl Language {
             val,
             byte_lengths,
             description,
+            chat_template: init.and_then(|(_, p)| p.manifest.chat_template),
         })
     }
 
@@ -136,6 +156,7 @@ impl Language {
             &self.model,
             self.tokenizer.special(),
         );
+        manifest.chat_template = self.chat_template.clone();
         manifest.training = Some(TrainingSummary {
             dataset: self.description.clone(),
             epochs: state.epochs.len(),

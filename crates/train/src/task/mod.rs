@@ -128,3 +128,29 @@ impl Evaluation {
         }
     }
 }
+
+/// Copies every tensor of `from` into `to` (fine-tuning's starting point); names and
+/// shapes must match, and every tensor of `to` must be found.
+pub(crate) fn copy_weights(from: &nn::VarStore, to: &nn::VarStore, source: &Path) -> Result<()> {
+    let src = from.variables();
+    kiln_tensor::tch::no_grad(|| {
+        for (name, var) in to.variables() {
+            let w = src.get(&name).ok_or_else(|| {
+                crate::Error::Config(format!(
+                    "init_from {}: the package has no tensor {name}",
+                    source.display()
+                ))
+            })?;
+            if w.size() != var.size() {
+                return Err(crate::Error::Config(format!(
+                    "init_from {}: tensor {name} is {:?} in the package, {:?} in the model",
+                    source.display(),
+                    w.size(),
+                    var.size()
+                )));
+            }
+            var.shallow_clone().f_copy_(w)?;
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,56 @@
+//! Generation speed of a language-model package: a 128-token prompt continued by 128
+//! tokens (greedy, not stopped at EOS), batch 1 and 8, with and without the KV cache.
+//! Prints one JSON line per case. `benches/lm_generate.sh` runs it beside transformers.
+//!
+//! Usage: `cargo bench -p kiln-train --bench generate -- PACKAGE PROMPT_TOKENS.json`, the
+//! prompts as token ids (`[[...], ...]`, at least 8 of 128 tokens; the same file is given
+//! to transformers).
+
+use kiln_model::{generate, GenerateConfig};
+use kiln_package::LanguagePackage;
+use std::time::Instant;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let [package, prompts] = &args[..] else {
+        anyhow::bail!("usage: generate PACKAGE PROMPT_TOKENS.json");
+    };
+    let all: Vec<Vec<u32>> = serde_json::from_slice(&std::fs::read(prompts)?)?;
+    anyhow::ensure!(all.len() >= 8, "{prompts} holds {} prompts; 8 are needed", all.len());
+    let (prompt_len, new_tokens) = (all[0].len(), 128usize);
+    let pkg = LanguagePackage::load(package, kiln_tensor::Device::Cpu)?;
+    let threads = kiln_tensor::tch::get_num_threads();
+    for batch in [1usize, 8] {
+        let prompts: Vec<Vec<u32>> = all[..batch].to_vec();
+        for use_cache in [true, false] {
+            let config = GenerateConfig {
+                max_tokens: new_tokens,
+                use_cache,
+                ..GenerateConfig::default()
+            };
+            // One short warm-up, then the measured run.
+            generate(
+                &pkg.model,
+                &prompts,
+                &GenerateConfig {
+                    max_tokens: 4,
+                    ..config.clone()
+                },
+                |_, _| true,
+            )?;
+            let started = Instant::now();
+            let out = generate(&pkg.model, &prompts, &config, |_, _| true)?;
+            let seconds = started.elapsed().as_secs_f64();
+            let made: usize = out.iter().map(|g| g.tokens.len()).sum();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "engine": "kiln", "package": package, "batch": batch, "cache": use_cache,
+                    "prompt_tokens": prompt_len, "new_tokens": new_tokens, "seconds": seconds,
+                    "tokens_per_sec": made as f64 / seconds, "threads": threads,
+                })
+            );
+        }
+    }
+    Ok(())
+}

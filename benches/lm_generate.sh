@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Generation speed, kiln against Hugging Face transformers on the same weights and the same
+# prompts: 128-token prompts continued by 128 greedy tokens, batch 1 and 8, with and without
+# the KV cache, one engine after the other on the same cores.
+#
+# Usage: benches/lm_generate.sh KILN_PACKAGE HF_MODEL [KILN_PACKAGE HF_MODEL ...]
+#   HF_MODEL is the same package folder (transformers reads its Llama-named safetensors) or
+#   the .gguf file a package was imported from, e.g.
+#   benches/lm_generate.sh runs/kjv-lm/package runs/kjv-lm/package \
+#       runs/smollm2 data/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export LIBTORCH="$ROOT/.libtorch" LD_LIBRARY_PATH="$ROOT/.libtorch/lib"
+PY=.venv/bin/python
+OUT="$(mktemp -d)"
+trap 'rm -rf "$OUT"' EXIT
+cargo bench -q -p kiln-train --bench generate --no-run >/dev/null 2>&1 || cargo bench -p kiln-train --bench generate --no-run
+while [ $# -ge 2 ]; do
+  pkg="$1" hf="$2"; shift 2
+  # 8 prompts of 128 tokens: windows of Genesis, tokenized by the package's own tokenizer.
+  "$PY" - "$pkg/tokenizer.json" data/kjv/01-Ge.txt "$OUT/prompts.json" <<'PY'
+import json, sys
+from tokenizers import Tokenizer
+ids = Tokenizer.from_file(sys.argv[1]).encode(open(sys.argv[2]).read(), add_special_tokens=False).ids
+json.dump([ids[i * 97:i * 97 + 128] for i in range(8)], open(sys.argv[3], "w"))
+PY
+  cargo bench -q -p kiln-train --bench generate -- "$pkg" "$OUT/prompts.json" | tee -a "$OUT/all.jsonl"
+  "$PY" benches/lm_generate_hf.py "$hf" "$OUT/prompts.json" 2>/dev/null | tee -a "$OUT/all.jsonl"
+done
+"$PY" - "$OUT/all.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+key = lambda r: (r.get("package") or r["model"], r["batch"], r["cache"])
+print("\n| model | batch | KV cache | kiln tokens/s | transformers tokens/s | kiln / transformers |")
+print("|---|---|---|---|---|---|")
+kiln = [r for r in rows if r["engine"] == "kiln"]
+hf = [r for r in rows if r["engine"] == "transformers"]
+for k in kiln:
+    h = next((h for h in hf if (h["batch"], h["cache"]) == (k["batch"], k["cache"]) and rows.index(h) > rows.index(k)), None)
+    ratio = f"{k['tokens_per_sec'] / h['tokens_per_sec']:.2f}x" if h else "-"
+    print(f"| {k['package']} | {k['batch']} | {'on' if k['cache'] else 'off'} | {k['tokens_per_sec']:.1f} | "
+          f"{h['tokens_per_sec']:.1f} | {ratio} |" if h else f"| {k['package']} | {k['batch']} | - | {k['tokens_per_sec']:.1f} | - | - |")
+PY

