@@ -274,6 +274,11 @@ impl<'a, T: Task> Loop<'a, T> {
     /// Epochs until the last, early stopping, or an interruption; then the package.
     fn run(mut self) -> Result<TrainReport> {
         let mut stopped_early = false;
+        // With evaluations during epochs, a new run also evaluates where it starts: the
+        // baseline a fine-tuning run improves on.
+        if self.state.batches_done == 0 && self.config.eval_every_steps > 0 {
+            self.eval_record()?;
+        }
         while self.state.epoch < self.config.epochs {
             let epoch_start = Instant::now();
             let samples = self.train_epoch(epoch_start)?;
