@@ -4,16 +4,19 @@
 //!
 //! Usage: `cargo bench -p kiln-train --bench generate -- PACKAGE PROMPT_TOKENS.json`, the
 //! prompts as token ids (`[[...], ...]`, at least 8 of 128 tokens; the same file is given
-//! to transformers).
+//! to transformers). `--skip-uncached-batch8` leaves out batch 8 without the cache.
 
 use kiln_model::{generate, GenerateConfig};
 use kiln_package::LanguagePackage;
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let mut args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    // Recomputing every token of 8 sequences is very slow for large models: skippable.
+    let skip = args.iter().any(|a| a == "--skip-uncached-batch8");
+    args.retain(|a| a != "--skip-uncached-batch8");
     let [package, prompts] = &args[..] else {
-        anyhow::bail!("usage: generate PACKAGE PROMPT_TOKENS.json");
+        anyhow::bail!("usage: generate PACKAGE PROMPT_TOKENS.json [--skip-uncached-batch8]");
     };
     let all: Vec<Vec<u32>> = serde_json::from_slice(&std::fs::read(prompts)?)?;
     anyhow::ensure!(all.len() >= 8, "{prompts} holds {} prompts; 8 are needed", all.len());
@@ -23,6 +26,9 @@ fn main() -> anyhow::Result<()> {
     for batch in [1usize, 8] {
         let prompts: Vec<Vec<u32>> = all[..batch].to_vec();
         for use_cache in [true, false] {
+            if skip && batch == 8 && !use_cache {
+                continue;
+            }
             let config = GenerateConfig {
                 max_tokens: new_tokens,
                 use_cache,

@@ -17,7 +17,8 @@ OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 cargo bench -q -p kiln-train --bench generate --no-run >/dev/null 2>&1 || cargo bench -p kiln-train --bench generate --no-run
 while [ $# -ge 2 ]; do
-  pkg="$1" hf="$2"; shift 2
+  # cargo bench runs the benchmark in its crate's folder: absolute paths.
+  pkg="$(realpath "$1")" hf="$(realpath "$2")"; shift 2
   # 8 prompts of 128 tokens: windows of Genesis, tokenized by the package's own tokenizer.
   "$PY" - "$pkg/tokenizer.json" data/kjv/01-Ge.txt "$OUT/prompts.json" <<'PY'
 import json, sys
@@ -25,8 +26,10 @@ from tokenizers import Tokenizer
 ids = Tokenizer.from_file(sys.argv[1]).encode(open(sys.argv[2]).read(), add_special_tokens=False).ids
 json.dump([ids[i * 97:i * 97 + 128] for i in range(8)], open(sys.argv[3], "w"))
 PY
-  cargo bench -q -p kiln-train --bench generate -- "$pkg" "$OUT/prompts.json" | tee -a "$OUT/all.jsonl"
-  "$PY" benches/lm_generate_hf.py "$hf" "$OUT/prompts.json" 2>/dev/null | tee -a "$OUT/all.jsonl"
+  # Recomputing 8 sequences at every step takes many minutes for a GGUF-sized model.
+  skip=(); case "$hf" in *.gguf) skip=(--skip-uncached-batch8);; esac
+  cargo bench -q -p kiln-train --bench generate -- "$pkg" "$OUT/prompts.json" "${skip[@]}" | tee -a "$OUT/all.jsonl"
+  "$PY" benches/lm_generate_hf.py "$hf" "$OUT/prompts.json" "${skip[@]}" 2>/dev/null | tee -a "$OUT/all.jsonl"
 done
 "$PY" - "$OUT/all.jsonl" <<'PY'
 import json, sys

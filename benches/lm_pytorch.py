@@ -2,7 +2,7 @@
 """PyTorch eager training of the same language model on the same data as a kiln run, for
 side-by-side curves and throughput (benches/lm_train.sh runs both).
 
-Usage: lm_pytorch.py CONFIG.toml RUN_DIR OUT.jsonl [--epochs N] [--threads N] [--bf16]
+Usage: lm_pytorch.py CONFIG.toml RUN_DIR OUT.jsonl [--epochs N] [--threads N] [--bf16] [--steps N]
 
 CONFIG.toml is the kiln config (configs/kjv-lm.toml); RUN_DIR a kiln run of it, whose
 tokenizer.json this script uses, so that both train on identical token ids. The data is
@@ -167,6 +167,7 @@ def main():
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--bf16", action="store_true", help="autocast the forward pass to bfloat16 on the CPU")
+    ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: all), for speed checks")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg = tomllib.load(open(a.config, "rb"))
@@ -231,6 +232,9 @@ def main():
             opt.zero_grad(set_to_none=True)
             step += 1
             tokens += x.numel()
+            if a.steps and step >= a.steps:
+                print(json.dumps({"steps": step, "bf16": a.bf16, "tokens_per_sec": tokens / (time.perf_counter() - started)}))
+                return
             if step % cfg.get("log_every_steps", 1) == 0:
                 rate = tokens / (time.perf_counter() - started)
                 log.write(json.dumps({"kind": "step", "step": step, "loss": loss.item(), "tokens_per_sec": rate}) + "\n")

@@ -13,6 +13,7 @@
 #                               cargo registry cache (the build runs --offline) and the
 #                               libtorch that scripts/setup.sh installed
 # Safe to run again: existing bases are reused; Docker's cache makes a rebuild quick.
+# --bases-only makes the bases and stops.
 # PUBLIC_BASES=1 builds from the public images instead.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -88,6 +89,12 @@ if ! docker image inspect kiln-build-base:bookworm >/dev/null 2>&1; then
   cp -L "$NV/libcudart.so.13" "$NV/libcupti.so.13" "$B/opt/libtorch/lib/"
   tar -C "$B" -c . | docker import -c "$PATH_ENV" -c 'ENV CARGO_HOME=/usr/local/cargo' - kiln-build-base:bookworm >/dev/null
   rm -rf "$B"
+fi
+
+# --bases-only: stop here (scripts/test.sh makes the bases while the compilers run).
+if [ "${1:-}" = "--bases-only" ]; then
+  log "bases ready"
+  exit 0
 fi
 
 # docker build, its output kept in a log shown when it fails.

