@@ -3,7 +3,7 @@
 //! down, the package holds the tokenizer and reloads, and a run killed part-way and
 //! resumed ends with the same weights, bit for bit, as a run left alone.
 
-use crate::util::{kiln_train, stderr, stdout};
+use crate::util::{kiln_train, stderr, stdout, with_sets};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,17 +48,7 @@ fn args(dir: &Path, out: &Path) -> Vec<String> {
         "checkpoint.every_steps=10".into(),
         "optimizer={kind=\"adamw\", lr=0.003, weight_decay=0.1, clip_grad_norm=1.0, schedule={kind=\"cosine\", warmup_epochs=0.2}}".into(),
     ];
-    let mut a: Vec<String> = ["train", "--quiet", "--epochs", "3", "--batch-size", "16"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    for s in sets {
-        a.push("--set".into());
-        a.push(s);
-    }
-    a.push("--out".into());
-    a.push(out.display().to_string());
-    a
+    with_sets(&["train", "--quiet", "--epochs", "3", "--batch-size", "16"], &sets, out)
 }
 
 fn records(run: &Path, kind: &str) -> Vec<serde_json::Value> {

@@ -3,7 +3,7 @@
 //! same file (tests/parity/smollm2_reference.py, run once and cached): the same token ids,
 //! the same logits within 1e-3 at every position, the same 32-token greedy continuation.
 
-use crate::util::{kiln_train, stderr, stdout};
+use crate::util::{kiln_train, stderr, stdout, with_sets};
 use kiln_model::{generate, GenerateConfig};
 use kiln_package::LanguagePackage;
 use kiln_tensor::{tch, Device, Tensor};
@@ -154,15 +154,7 @@ fn smollm2_fine_tunes_on_a_text_corpus() {
         "eval_batch_size=16".into(),
         "optimizer={kind=\"adamw\", lr=0.00005, weight_decay=0.0, clip_grad_norm=1.0}".into(),
     ];
-    let mut args: Vec<String> = ["train", "--quiet", "--epochs", "1", "--batch-size", "4"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    for s in sets {
-        args.push("--set".into());
-        args.push(s);
-    }
-    args.extend(["--out".to_string(), run.display().to_string()]);
+    let args = with_sets(&["train", "--quiet", "--epochs", "1", "--batch-size", "4"], &sets, &run);
     let o = kiln_train(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
     let records: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))

@@ -45,3 +45,15 @@ pub fn quick_train(out: &Path, extra: &[&str]) -> Output {
     args.extend_from_slice(extra);
     kiln_train(&args)
 }
+
+/// `base` arguments, then `--set S` for each of `sets`, then `--out OUT`.
+pub fn with_sets(base: &[&str], sets: &[String], out: &std::path::Path) -> Vec<String> {
+    let mut a: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+    for s in sets {
+        a.push("--set".into());
+        a.push(s.clone());
+    }
+    a.push("--out".into());
+    a.push(out.display().to_string());
+    a
+}

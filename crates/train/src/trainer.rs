@@ -343,29 +343,27 @@ impl<'a, T: Task> Loop<'a, T> {
                 self.eval_record()?;
             }
             if mid_epoch && every > 0 && steps % every == 0 {
-                self.log.flush()?;
-                checkpoint::save(
-                    self.out,
-                    &self.state,
-                    self.task.vars(),
-                    &self.opt,
-                    self.config.checkpoint.keep,
-                )?;
+                self.checkpoint()?;
             }
             if mid_epoch && self.opts.stop.load(Ordering::SeqCst) {
-                self.log.flush()?;
-                let dir = checkpoint::save(
-                    self.out,
-                    &self.state,
-                    self.task.vars(),
-                    &self.opt,
-                    self.config.checkpoint.keep,
-                )?;
+                let dir = self.checkpoint()?;
                 self.progress.finish();
                 return Err(Error::Interrupted(dir));
             }
         }
         Ok(epoch_samples)
+    }
+
+    /// Flushes the metrics log, then writes a checkpoint of where the run is.
+    fn checkpoint(&mut self) -> Result<PathBuf> {
+        self.log.flush()?;
+        checkpoint::save(
+            self.out,
+            &self.state,
+            self.task.vars(),
+            &self.opt,
+            self.config.checkpoint.keep,
+        )
     }
 
     /// Clips, steps the optimizer at the schedule's rate, and logs the step.
@@ -492,14 +490,7 @@ impl<'a, T: Task> Loop<'a, T> {
         self.state.epoch += 1;
         self.state.batch_in_epoch = 0;
         self.state.tally = Tally::default();
-        self.log.flush()?;
-        let dir = checkpoint::save(
-            self.out,
-            &self.state,
-            self.task.vars(),
-            &self.opt,
-            self.config.checkpoint.keep,
-        )?;
+        let dir = self.checkpoint()?;
         if stopped_early {
             let monitor = self.config.early_stopping.as_ref().map_or("", |e| e.monitor.as_str());
             let bad_epochs = self.state.early_stopping.as_ref().map_or(0, |e| e.bad_epochs);

@@ -2,7 +2,7 @@
 //! `scaled_dot_product_attention`.
 
 use super::rope::Rope;
-use super::DecoderSpec;
+use super::{linear, DecoderSpec};
 use kiln_tensor::tch::TchError;
 use kiln_tensor::{nn, nn::Module, Tensor};
 
@@ -32,23 +32,11 @@ pub(crate) struct Attention {
 impl Attention {
     pub(crate) fn new(p: &nn::Path, spec: &DecoderSpec, init: nn::Init, out_init: nn::Init) -> Attention {
         let d = spec.head_dim();
-        let linear = |name: &str, i: i64, o: i64, ws_init: nn::Init| {
-            nn::linear(
-                p / name,
-                i,
-                o,
-                nn::LinearConfig {
-                    ws_init,
-                    bs_init: None,
-                    bias: false,
-                },
-            )
-        };
         Attention {
-            q: linear("q_proj", spec.width, spec.heads * d, init),
-            k: linear("k_proj", spec.width, spec.kv_heads * d, init),
-            v: linear("v_proj", spec.width, spec.kv_heads * d, init),
-            o: linear("o_proj", spec.heads * d, spec.width, out_init),
+            q: linear(p, "q_proj", spec.width, spec.heads * d, init),
+            k: linear(p, "k_proj", spec.width, spec.kv_heads * d, init),
+            v: linear(p, "v_proj", spec.width, spec.kv_heads * d, init),
+            o: linear(p, "o_proj", spec.heads * d, spec.width, out_init),
             heads: spec.heads,
             kv_heads: spec.kv_heads,
             head_dim: d,

@@ -1,6 +1,6 @@
 //! The feed-forward block: `mlp.{gate,up,down}_proj` (SwiGLU) or `mlp.{up,down}_proj` (GELU).
 
-use super::{DecoderSpec, FeedForward};
+use super::{linear, DecoderSpec, FeedForward};
 use kiln_tensor::tch::TchError;
 use kiln_tensor::{nn, nn::Module, Tensor};
 
@@ -13,23 +13,11 @@ pub(crate) struct FeedForwardLayer {
 
 impl FeedForwardLayer {
     pub(crate) fn new(p: &nn::Path, spec: &DecoderSpec, init: nn::Init, out_init: nn::Init) -> FeedForwardLayer {
-        let linear = |name: &str, i: i64, o: i64, ws_init: nn::Init| {
-            nn::linear(
-                p / name,
-                i,
-                o,
-                nn::LinearConfig {
-                    ws_init,
-                    bs_init: None,
-                    bias: false,
-                },
-            )
-        };
         FeedForwardLayer {
             gate: (spec.feed_forward == FeedForward::Swiglu)
-                .then(|| linear("gate_proj", spec.width, spec.ffn_width, init)),
-            up: linear("up_proj", spec.width, spec.ffn_width, init),
-            down: linear("down_proj", spec.ffn_width, spec.width, out_init),
+                .then(|| linear(p, "gate_proj", spec.width, spec.ffn_width, init)),
+            up: linear(p, "up_proj", spec.width, spec.ffn_width, init),
+            down: linear(p, "down_proj", spec.ffn_width, spec.width, out_init),
         }
     }
 

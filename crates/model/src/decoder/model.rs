@@ -71,18 +71,7 @@ impl Decoder {
             })
             .collect();
         let norm = NormLayer::new(&(&model / "norm"), spec.norm, spec.width, spec.norm_eps);
-        let lm_head = (!spec.tie_embeddings).then(|| {
-            nn::linear(
-                &root / "lm_head",
-                spec.width,
-                spec.vocab,
-                nn::LinearConfig {
-                    ws_init: init,
-                    bs_init: None,
-                    bias: false,
-                },
-            )
-        });
+        let lm_head = (!spec.tie_embeddings).then(|| super::linear(&root, "lm_head", spec.width, spec.vocab, init));
         let rope = match spec.positions {
             Positions::Rotary => Some(Rope::new(spec.head_dim(), spec.context, spec.rope_theta, device)?),
             Positions::Learned => None,
