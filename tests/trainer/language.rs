@@ -3,36 +3,13 @@
 //! down, the package holds the tokenizer and reloads, and a run killed part-way and
 //! resumed ends with the same weights, bit for bit, as a run left alone.
 
-use crate::util::{kiln_train, stderr, stdout, with_sets};
-use std::path::{Path, PathBuf};
+use crate::util::{kiln_train, kjv_books, stderr, stdout, with_sets};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BOOKS: [&str; 8] = [
-    "08-Ruth.txt",
-    "29-Joel.txt",
-    "31-Obad.txt",
-    "32-Jonah.txt",
-    "57-Phmn.txt",
-    "63-2Jn.txt",
-    "64-3Jn.txt",
-    "65-Jude.txt",
-];
-
-/// A folder with the eight books; the corpus of these tests.
-fn corpus(dir: &Path) -> PathBuf {
-    let kjv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/kjv");
-    let books = dir.join("books");
-    std::fs::create_dir_all(&books).unwrap();
-    for b in BOOKS {
-        std::fs::copy(kjv.join(b), books.join(b))
-            .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh prepares the corpus)", kjv.join(b).display()));
-    }
-    books
-}
-
 fn args(dir: &Path, out: &Path) -> Vec<String> {
-    let books = corpus(dir);
+    let books = kjv_books(dir);
     let sets = [
         "task=\"language-model\"".to_string(),
         "model={arch=\"decoder\", width=64, layers=2, heads=4, kv_heads=2, ffn_width=128, context=64, dropout=0.1}"

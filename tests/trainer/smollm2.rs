@@ -3,7 +3,7 @@
 //! same file (tests/parity/smollm2_reference.py, run once and cached): the same token ids,
 //! the same logits within 1e-3 at every position, the same 32-token greedy continuation.
 
-use crate::util::{kiln_train, stderr, stdout, with_sets};
+use crate::util::{kiln_train, kjv_books, stderr, stdout, with_sets};
 use kiln_model::{generate, GenerateConfig};
 use kiln_package::LanguagePackage;
 use kiln_tensor::{tch, Device, Tensor};
@@ -124,21 +124,7 @@ fn smollm2_imported_from_gguf_matches_transformers() {
 fn smollm2_fine_tunes_on_a_text_corpus() {
     let dir = tempfile::tempdir().unwrap();
     let (pkg_dir, _) = import(dir.path());
-    let kjv = root().join("data/kjv");
-    let books = dir.path().join("books");
-    std::fs::create_dir_all(&books).unwrap();
-    for b in [
-        "08-Ruth.txt",
-        "29-Joel.txt",
-        "31-Obad.txt",
-        "32-Jonah.txt",
-        "57-Phmn.txt",
-        "63-2Jn.txt",
-        "64-3Jn.txt",
-        "65-Jude.txt",
-    ] {
-        std::fs::copy(kjv.join(b), books.join(b)).unwrap();
-    }
+    let books = kjv_books(dir.path());
     let run = dir.path().join("tuned");
     let sets = [
         "task=\"language-model\"".to_string(),

@@ -57,3 +57,25 @@ pub fn with_sets(base: &[&str], sets: &[String], out: &std::path::Path) -> Vec<S
     a.push(out.display().to_string());
     a
 }
+
+/// `dir/books`: eight short books of the King James Bible (from data/kjv, which
+/// scripts/setup.sh prepares), the corpus of the language-model tests.
+pub fn kjv_books(dir: &std::path::Path) -> std::path::PathBuf {
+    let kjv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/kjv");
+    let books = dir.join("books");
+    std::fs::create_dir_all(&books).unwrap();
+    for b in [
+        "08-Ruth.txt",
+        "29-Joel.txt",
+        "31-Obad.txt",
+        "32-Jonah.txt",
+        "57-Phmn.txt",
+        "63-2Jn.txt",
+        "64-3Jn.txt",
+        "65-Jude.txt",
+    ] {
+        std::fs::copy(kjv.join(b), books.join(b))
+            .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh prepares the corpus)", kjv.join(b).display()));
+    }
+    books
+}
