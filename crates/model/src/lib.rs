@@ -25,8 +25,8 @@ mod spec;
 
 pub use cnn::CnnSpec;
 pub use decoder::{
-    argmax, generate, Decoder, DecoderSpec, FeedForward, Finish, GenerateConfig, Generation, KvCache, Norm, Positions,
-    Sampler, Sampling,
+    argmax, generate, lm_loss, Decoder, DecoderSpec, FeedForward, Finish, GenerateConfig, Generation, KvCache, LmLoss,
+    Norm, Positions, Sampler, Sampling,
 };
 pub use error::{Error, Result};
 pub use mlp::{Activation, MlpSpec};

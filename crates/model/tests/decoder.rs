@@ -86,6 +86,13 @@ fn cached_generation_equals_full_forward_passes() {
         }
         assert_eq!(cache.lengths(), &[24]);
         assert!(cache.bytes() > 0);
+        // The last position alone, as generation asks for it, prefill and step.
+        let mut cache = m.new_cache(1);
+        let next = m.next_logits(&tokens(&seq[..10]), None, &mut cache).unwrap();
+        assert_eq!(next.size(), [1, full.size()[2]]);
+        assert!(max_diff(&next, &full.select(1, 9)) < 1e-5);
+        let next = m.next_logits(&tokens(&seq[10..11]), None, &mut cache).unwrap();
+        assert!(max_diff(&next, &full.select(1, 10)) < 1e-5);
     }
 }
 
@@ -218,4 +225,89 @@ fn bad_specs_and_inputs_are_errors_that_say_what_is_wrong() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("does not match the cache's 1"), "{err}");
+}
+
+/// Every parameter's gradient, by name, after `backward` on `objective`; zeroes them.
+fn grads_of(m: &Decoder, objective: &Tensor) -> Vec<(String, Tensor)> {
+    objective.backward();
+    let mut out: Vec<(String, Tensor)> = m
+        .var_store()
+        .variables()
+        .into_iter()
+        .map(|(name, v)| {
+            let g = v.grad().detach().copy();
+            let _ = v.grad().zero_();
+            (name, g)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn the_chunked_loss_and_its_gradients_equal_plain_cross_entropy() {
+    // 13 × 128 = 1,664 tokens over a 4,096-word vocabulary: four chunks of logits, the
+    // last one partial; tied and separate output projections; with and without smoothing.
+    for (tie, smoothing) in [(true, 0.0), (false, 0.1)] {
+        let m = model(DecoderSpec {
+            vocab: 4096,
+            width: 32,
+            layers: 1,
+            heads: 4,
+            kv_heads: 2,
+            ffn_width: 64,
+            context: 128,
+            tie_embeddings: tie,
+            ..DecoderSpec::default()
+        });
+        let ids = Tensor::randint(4096, [13, 129], (Kind::Int64, Device::Cpu));
+        let (inputs, targets) = (ids.narrow(1, 0, 128), ids.narrow(1, 1, 128));
+        let logits = m.forward(&inputs, false).unwrap().view([-1, 4096]);
+        let flat = targets.reshape([-1]);
+        let plain = logits.cross_entropy_loss::<Tensor>(&flat, None, tch::Reduction::Mean, -100, smoothing);
+        let plain_correct = logits
+            .argmax(-1, false)
+            .eq_tensor(&flat)
+            .sum(Kind::Int64)
+            .int64_value(&[]);
+        let plain_value = plain.double_value(&[]);
+        let plain_grads = grads_of(&m, &plain);
+
+        let loss = m.loss(&inputs, &targets, false, smoothing, true).unwrap();
+        assert_eq!(loss.tokens, 13 * 128);
+        assert!(
+            (loss.mean() - plain_value).abs() < 1e-5,
+            "{} vs {plain_value}",
+            loss.mean()
+        );
+        assert!((loss.objective.double_value(&[]) - plain_value).abs() < 1e-5);
+        assert_eq!(loss.correct, plain_correct);
+        let chunked_grads = grads_of(&m, &loss.objective);
+        assert_eq!(chunked_grads.len(), plain_grads.len());
+        for ((name, a), (_, b)) in plain_grads.iter().zip(&chunked_grads) {
+            let scale = a.abs().max().double_value(&[]).max(1e-12);
+            assert!(
+                max_diff(a, b) / scale < 1e-4,
+                "{name}: gradients differ by {} (largest {scale})",
+                max_diff(a, b)
+            );
+        }
+        // Without gradients the objective is the plain mean loss.
+        let eval = tch::no_grad(|| m.loss(&inputs, &targets, false, smoothing, false).unwrap());
+        assert!((eval.objective.double_value(&[]) - plain_value).abs() < 1e-5);
+        assert!(!eval.objective.requires_grad());
+    }
+}
+
+#[test]
+fn the_loss_refuses_targets_outside_the_vocabulary_or_of_the_wrong_shape() {
+    let m = model(llama_like());
+    let inputs = tokens(&[1, 2, 3]);
+    let err = m.loss(&inputs, &tokens(&[1, 2, 97]), false, 0.0, false).unwrap_err();
+    assert!(
+        err.to_string().contains("target 97 is outside the vocabulary of 97"),
+        "{err}"
+    );
+    let err = m.loss(&inputs, &tokens(&[1, 2]), false, 0.0, false).unwrap_err();
+    assert!(err.to_string().contains("do not match tokens"), "{err}");
 }

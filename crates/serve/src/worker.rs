@@ -175,6 +175,7 @@ fn start_thread(shared: Shared, index: usize, stop: Receiver<()>, ready: Option<
 }
 
 fn instance_main(shared: Shared, index: usize, stop: Receiver<()>, ready: Option<Sender<Result<()>>>) {
+    kiln_tensor::keep_freed_memory();
     if shared.config.threads_per_instance > 0 {
         kiln_tensor::tch::set_num_threads(shared.config.threads_per_instance as i32);
     }

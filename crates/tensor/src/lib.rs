@@ -24,7 +24,7 @@ mod runtime;
 pub use device::DeviceChoice;
 pub use dtype::DType;
 pub use error::{Error, Result};
-pub use runtime::{libtorch_version, Runtime};
+pub use runtime::{keep_freed_memory, libtorch_version, Runtime};
 
 /// The tch crate, re-exported so that the crates above use exactly this version.
 pub use tch;

@@ -3,7 +3,7 @@
 
 use crate::checkpoint::{self, RunState};
 use crate::early_stop::{EarlyStopping, Monitor};
-use crate::evaluate::{cross_entropy, Tally};
+use crate::evaluate::Tally;
 use crate::progress::Progress;
 use crate::task::classify::Classify;
 use crate::task::language::Language;
@@ -311,20 +311,19 @@ impl<'a, T: Task> Loop<'a, T> {
             let group_start = state.batch_in_epoch - state.batch_in_epoch % accumulate;
             let group_len = accumulate.min(self.per_epoch - group_start);
             let fwd = self.task.forward(&batch, self.autocast)?;
-            let loss = cross_entropy(&fwd.logits, &fwd.labels, self.config.label_smoothing)?;
-            if group_len > 1 {
-                loss.f_div_scalar(group_len as f64)?.f_backward()?;
-            } else {
-                loss.f_backward()?;
-            }
-            let loss_value = loss.f_double_value(&[])?;
+            let loss_value = fwd.loss;
             if !loss_value.is_finite() {
                 return Err(Error::Diverged(format!(
                     "the loss became {loss_value} in epoch {}; try a lower optimizer.lr (now {base_lr})",
                     state.epoch + 1
                 )));
             }
-            state.tally.add(loss_value, &fwd.logits, &fwd.labels)?;
+            if group_len > 1 {
+                fwd.objective.f_div_scalar(group_len as f64)?.f_backward()?;
+            } else {
+                fwd.objective.f_backward()?;
+            }
+            state.tally.add(loss_value, fwd.predictions, fwd.correct);
             group_loss += loss_value / group_len as f64;
             epoch_samples += fwd.samples;
             state.batch_in_epoch += 1;

@@ -1,7 +1,7 @@
 //! Grouped-query causal self-attention through libtorch's fused
 //! `scaled_dot_product_attention`.
 
-use super::rope::Rope;
+use super::rope::RopeAt;
 use super::{linear, DecoderSpec};
 use kiln_tensor::tch::TchError;
 use kiln_tensor::{nn, nn::Module, Tensor};
@@ -49,7 +49,7 @@ impl Attention {
     pub(crate) fn forward(
         &self,
         x: &Tensor,
-        rope: Option<(&Rope, &Tensor)>,
+        rope: Option<&RopeAt>,
         mask: Mask<'_>,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
         train: bool,
@@ -59,9 +59,9 @@ impl Attention {
         let mut q = heads(self.q.forward(x), self.heads)?;
         let mut k = heads(self.k.forward(x), self.kv_heads)?;
         let v = heads(self.v.forward(x), self.kv_heads)?;
-        if let Some((rope, positions)) = rope {
-            q = rope.apply(&q, positions)?;
-            k = rope.apply(&k, positions)?;
+        if let Some(rope) = rope {
+            q = rope.apply(&q)?;
+            k = rope.apply(&k)?;
         }
         let (k, v) = match cache {
             Some(slot) => {

@@ -158,9 +158,8 @@ fn last_logits(
     let ids = Tensor::f_from_slice(&ids)?.f_view(shape)?;
     let all_valid = valid.iter().all(|&v| v);
     let valid = Tensor::f_from_slice(&valid)?.f_view(shape)?;
-    let logits = model.forward_cached(&ids, (!all_valid).then_some(&valid), cache)?;
-    let last = logits
-        .f_select(1, t as i64 - 1)?
+    let last = model
+        .next_logits(&ids, (!all_valid).then_some(&valid), cache)?
         .f_to_device(Device::Cpu)?
         .f_to_kind(Kind::Float)?;
     (0..b as i64)

@@ -4,6 +4,7 @@ mod attention;
 mod cache;
 mod feed_forward;
 mod generate;
+mod loss;
 mod model;
 mod norm;
 mod rope;
@@ -12,6 +13,7 @@ mod spec;
 
 pub use cache::KvCache;
 pub use generate::{generate, Finish, GenerateConfig, Generation};
+pub use loss::{lm_loss, LmLoss};
 pub use model::Decoder;
 pub use sample::{argmax, Sampler, Sampling};
 pub use spec::{DecoderSpec, FeedForward, Norm, Positions};

@@ -4,7 +4,7 @@ use super::attention::{Attention, Mask};
 use super::feed_forward::FeedForwardLayer;
 use super::norm::NormLayer;
 use super::rope::Rope;
-use super::{DecoderSpec, KvCache, Positions};
+use super::{lm_loss, DecoderSpec, KvCache, LmLoss, Positions};
 use crate::{Error, Parameters, Result};
 use kiln_tensor::{nn, nn::Module, Device, Kind, Tensor};
 
@@ -121,17 +121,56 @@ impl Decoder {
     /// Logits `[B, T, vocab]` (f32) for tokens `[B, T]` at positions `0..T`, each position
     /// seeing only itself and earlier ones; dropout is on when `train`.
     pub fn forward(&self, tokens: &Tensor, train: bool) -> Result<Tensor> {
-        let (b, t) = self.check_tokens(tokens)?;
+        let (_, t) = self.check_tokens(tokens)?;
         if t > self.spec.context {
             return Err(Error::Input(format!(
                 "of {t} tokens is longer than the model's context of {}",
                 self.spec.context
             )));
         }
-        let positions = Tensor::f_arange(t, (Kind::Int64, self.device()))?
-            .f_unsqueeze(0)?
-            .f_expand([b, t], false)?;
+        // Every sequence has positions 0..T: one row, broadcast.
+        let positions = Tensor::f_arange(t, (Kind::Int64, self.device()))?.f_unsqueeze(0)?;
         self.run(tokens, &positions, Mask::Causal, None, train)
+    }
+
+    /// The next-token loss of `tokens` `[B, T]` against `targets` `[B, T]` (the tokens
+    /// that follow each position), computed through the output projection chunk by chunk
+    /// (see [`lm_loss`](super::lm_loss)): mean, sum, tokens whose target was the most
+    /// likely, and an objective to call `backward` on when `grad`. Dropout is on when
+    /// `train`.
+    pub fn loss(&self, tokens: &Tensor, targets: &Tensor, train: bool, smoothing: f64, grad: bool) -> Result<LmLoss> {
+        let (b, t) = self.check_tokens(tokens)?;
+        if targets.size() != [b, t] {
+            return Err(Error::Input(format!(
+                "targets {:?} do not match tokens {:?}",
+                targets.size(),
+                tokens.size()
+            )));
+        }
+        if t > self.spec.context {
+            return Err(Error::Input(format!(
+                "of {t} tokens is longer than the model's context of {}",
+                self.spec.context
+            )));
+        }
+        // Every sequence has positions 0..T: one row, broadcast.
+        let positions = Tensor::f_arange(t, (Kind::Int64, self.device()))?.f_unsqueeze(0)?;
+        let hidden = self.hidden(tokens, &positions, Mask::Causal, None, train)?;
+        lm_loss(
+            &hidden.f_view([-1, self.spec.width])?,
+            self.output_weight(),
+            &targets.f_reshape([-1])?,
+            smoothing,
+            grad,
+        )
+    }
+
+    /// The output projection's weights `[vocab, width]` (the embedding when tied).
+    pub fn output_weight(&self) -> &Tensor {
+        match &self.lm_head {
+            Some(h) => &h.ws,
+            None => &self.embed.ws,
+        }
     }
 
     /// Logits `[B, T, vocab]` for the next tokens of the cached sequences. `valid`
@@ -139,9 +178,23 @@ impl Decoder {
     /// others are padding: put them on the left); without it every token is real. The
     /// tokens' keys and values join the cache. Runs without recording gradients.
     pub fn forward_cached(&self, tokens: &Tensor, valid: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
-        kiln_tensor::tch::no_grad(|| self.forward_cached_inner(tokens, valid, cache))
+        let hidden = kiln_tensor::tch::no_grad(|| self.forward_cached_inner(tokens, valid, cache))?;
+        kiln_tensor::tch::no_grad(|| self.project(&hidden))
     }
 
+    /// As [`forward_cached`](Self::forward_cached), but only the logits of each
+    /// sequence's last position, `[B, vocab]`: what choosing the next token needs. A
+    /// prompt's other positions skip the output projection, the largest matrix of a small
+    /// model (a 128-token prompt to a 49,152-word vocabulary is 6.3 million logits).
+    pub fn next_logits(&self, tokens: &Tensor, valid: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
+        kiln_tensor::tch::no_grad(|| {
+            let hidden = self.forward_cached_inner(tokens, valid, cache)?;
+            let t = hidden.size()[1];
+            self.project(&hidden.f_select(1, t - 1)?)
+        })
+    }
+
+    /// The final norm's output `[B, T, width]` for the new tokens.
     fn forward_cached_inner(&self, tokens: &Tensor, valid: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
         let (b, t) = self.check_tokens(tokens)?;
         if b as usize != cache.batch() {
@@ -215,7 +268,7 @@ impl Decoder {
                 .f_logical_or(&own.f_view([1, 1, t, total])?)?;
             Mask::Explicit(&mask_tensor)
         };
-        let out = self.run(tokens, &positions, mask, Some(&mut cache.layers), false)?;
+        let out = self.hidden(tokens, &positions, mask, Some(&mut cache.layers), false)?;
         cache.valid = Some(key_valid);
         cache.padded = padded;
         for (l, a) in cache.lengths.iter_mut().zip(added) {
@@ -251,6 +304,24 @@ impl Decoder {
         tokens: &Tensor,
         positions: &Tensor,
         mask: Mask<'_>,
+        cache: Option<&mut Vec<Option<(Tensor, Tensor)>>>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let x = self.hidden(tokens, positions, mask, cache, train)?;
+        self.project(&x)
+    }
+
+    /// Hidden states `[..., width]` to f32 logits `[..., vocab]`.
+    fn project(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(hidden.f_matmul(&self.output_weight().f_tr()?)?.f_to_kind(Kind::Float)?)
+    }
+
+    /// The final norm's output `[B, T, width]`: what the output projection reads.
+    fn hidden(
+        &self,
+        tokens: &Tensor,
+        positions: &Tensor,
+        mask: Mask<'_>,
         mut cache: Option<&mut Vec<Option<(Tensor, Tensor)>>>,
         train: bool,
     ) -> Result<Tensor> {
@@ -260,7 +331,7 @@ impl Decoder {
             x = x.f_add(&p.forward(positions))?;
         }
         x = x.f_dropout(self.spec.dropout, train)?;
-        let rope = self.rope.as_ref().map(|r| (r, positions));
+        let rope = self.rope.as_ref().map(|r| r.at(positions)).transpose()?;
         for (i, block) in self.blocks.iter().enumerate() {
             let mask = match &mask {
                 Mask::Causal => Mask::Causal,
@@ -270,17 +341,12 @@ impl Decoder {
             let slot = cache.as_deref_mut().and_then(|c| c.get_mut(i));
             let a = block
                 .attn
-                .forward(&block.attn_norm.forward(&x)?, rope, mask, slot, train)?;
+                .forward(&block.attn_norm.forward(&x)?, rope.as_ref(), mask, slot, train)?;
             x = x.f_add(&a.f_dropout(self.spec.dropout, train)?)?;
             let f = block.ffn.forward(&block.ffn_norm.forward(&x)?)?;
             x = x.f_add(&f.f_dropout(self.spec.dropout, train)?)?;
         }
-        let x = self.norm.forward(&x)?;
-        let logits = match &self.lm_head {
-            Some(h) => h.forward(&x),
-            None => x.f_matmul(&self.embed.ws.f_tr()?)?,
-        };
-        Ok(logits.f_to_kind(Kind::Float)?)
+        Ok(self.norm.forward(&x)?)
     }
 }
 

@@ -7,7 +7,16 @@ use kiln_tensor::{Device, Kind, Tensor};
 /// Cosines and sines for every position up to the context.
 #[derive(Debug)]
 pub(crate) struct Rope {
-    /// `[context, head_dim / 2]`.
+    /// `[context, head_dim]`: the cosines twice, `[cos, cos]`.
+    cos: Tensor,
+    /// `[context, head_dim]`: the sines with the first half negated, `[-sin, sin]`.
+    sin: Tensor,
+}
+
+/// The rotation for one forward pass's positions, shared by every layer.
+#[derive(Debug)]
+pub(crate) struct RopeAt {
+    /// `[B or 1, 1, T, head_dim]`.
     cos: Tensor,
     sin: Tensor,
 }
@@ -22,23 +31,40 @@ impl Rope {
             .f_reciprocal()?;
         let pos = Tensor::f_arange(context, (Kind::Double, device))?;
         let angles = pos.f_outer(&inv_freq)?;
+        let (cos, sin) = (
+            angles.f_cos()?.f_to_kind(Kind::Float)?,
+            angles.f_sin()?.f_to_kind(Kind::Float)?,
+        );
         Ok(Rope {
-            cos: angles.f_cos()?.f_to_kind(Kind::Float)?,
-            sin: angles.f_sin()?.f_to_kind(Kind::Float)?,
+            cos: Tensor::f_cat(&[&cos, &cos], 1)?,
+            sin: Tensor::f_cat(&[&sin.f_neg()?, &sin], 1)?,
         })
     }
 
-    /// Rotates `x` `[B, heads, T, head_dim]` by `positions` `[B, T]` (int64).
-    pub(crate) fn apply(&self, x: &Tensor, positions: &Tensor) -> Result<Tensor, TchError> {
+    /// The rotation at `positions` `[B, T]` (int64); `[1, T]` when every sequence has
+    /// the same positions, which then broadcast.
+    pub(crate) fn at(&self, positions: &Tensor) -> Result<RopeAt, TchError> {
         let (b, t) = (positions.size()[0], positions.size()[1]);
         let flat = positions.f_reshape([-1])?;
-        let cos = self.cos.f_index_select(0, &flat)?.f_view([b, 1, t, -1])?;
-        let sin = self.sin.f_index_select(0, &flat)?.f_view([b, 1, t, -1])?;
-        let (cos, sin) = (cos.f_to_kind(x.kind())?, sin.f_to_kind(x.kind())?);
+        Ok(RopeAt {
+            cos: self.cos.f_index_select(0, &flat)?.f_view([b, 1, t, -1])?,
+            sin: self.sin.f_index_select(0, &flat)?.f_view([b, 1, t, -1])?,
+        })
+    }
+}
+
+impl RopeAt {
+    /// Rotates `x` `[B, heads, T, head_dim]`: with halves `x1`, `x2`, the result is
+    /// `[x1 cos - x2 sin, x2 cos + x1 sin]`, computed as `x [cos, cos] + [x2, x1] [-sin, sin]`
+    /// (two contiguous products instead of four strided ones).
+    pub(crate) fn apply(&self, x: &Tensor) -> Result<Tensor, TchError> {
         let halves = x.f_chunk(2, -1)?;
-        let (x1, x2) = (&halves[0], &halves[1]);
-        let a = x1.f_mul(&cos)?.f_sub(&x2.f_mul(&sin)?)?;
-        let b2 = x2.f_mul(&cos)?.f_add(&x1.f_mul(&sin)?)?;
-        Tensor::f_cat(&[a, b2], -1)
+        let swapped = Tensor::f_cat(&[&halves[1], &halves[0]], -1)?;
+        let (cos, sin) = if x.kind() == self.cos.kind() {
+            (self.cos.shallow_clone(), self.sin.shallow_clone())
+        } else {
+            (self.cos.f_to_kind(x.kind())?, self.sin.f_to_kind(x.kind())?)
+        };
+        x.f_mul(&cos)?.f_add(&swapped.f_mul(&sin)?)
     }
 }

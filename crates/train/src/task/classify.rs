@@ -150,9 +150,13 @@ impl Task for Classify {
             self.net.forward(&batch.inputs, true)?
         }
         .f_to_kind(Kind::Float)?;
+        let objective = evaluate::cross_entropy(&logits, &labels, self.config.label_smoothing)?;
+        let correct = tch::no_grad(|| logits.f_argmax(-1, false)?.f_eq_tensor(&labels)?.f_sum(Kind::Int64))?;
         Ok(Forward {
-            logits,
-            labels,
+            loss: objective.f_double_value(&[])?,
+            objective,
+            predictions: batch.len(),
+            correct: correct.f_int64_value(&[])?,
             samples: batch.len(),
         })
     }

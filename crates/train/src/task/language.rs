@@ -199,15 +199,19 @@ impl Task for Language {
     }
 
     fn forward(&self, batch: &TokenBatch, autocast: bool) -> Result<Forward> {
-        let logits = if autocast {
-            tch::autocast(true, || self.model.forward(&batch.inputs, true))?
+        let smoothing = self.config.label_smoothing;
+        let loss = if autocast {
+            tch::autocast(true, || {
+                self.model.loss(&batch.inputs, &batch.targets, true, smoothing, true)
+            })?
         } else {
-            self.model.forward(&batch.inputs, true)?
+            self.model.loss(&batch.inputs, &batch.targets, true, smoothing, true)?
         };
-        let vocab = self.model.spec().vocab;
         Ok(Forward {
-            logits: logits.f_view([-1, vocab])?,
-            labels: batch.targets.f_to_device(self.model.device())?.f_view([-1])?,
+            loss: loss.mean(),
+            objective: loss.objective,
+            predictions: loss.tokens as usize,
+            correct: loss.correct,
             samples: batch.inputs.numel(),
         })
     }
@@ -229,18 +233,11 @@ impl Task for Language {
                 }
                 let batch = batch?;
                 seen += batch.len();
-                let logits = self.model.forward(&batch.inputs, false)?;
-                let vocab = self.model.spec().vocab;
-                let logits = logits.f_view([-1, vocab])?;
+                let loss = self.model.loss(&batch.inputs, &batch.targets, false, 0.0, false)?;
+                nats += loss.loss_sum;
+                correct += loss.correct;
+                tokens += loss.tokens;
                 let targets = batch.targets.f_to_device(self.model.device())?.f_view([-1])?;
-                let loss = logits.f_cross_entropy_loss::<Tensor>(&targets, None, tch::Reduction::Sum, -100, 0.0)?;
-                nats += loss.f_double_value(&[])?;
-                correct += logits
-                    .f_argmax(-1, false)?
-                    .f_eq_tensor(&targets)?
-                    .f_sum(Kind::Int64)?
-                    .f_int64_value(&[])?;
-                tokens += targets.numel() as i64;
                 bytes += self
                     .byte_lengths
                     .f_index_select(0, &targets)?

@@ -16,12 +16,16 @@ use std::path::Path;
 
 pub use language::LmEval;
 
-/// One training batch's forward pass, as the loop needs it.
+/// One training batch's forward pass and loss, as the loop needs it.
 pub(crate) struct Forward {
-    /// `[N, C]` f32 logits: N samples, or N tokens of a language model.
-    pub logits: Tensor,
-    /// `[N]` int64 targets on the model's device.
-    pub labels: Tensor,
+    /// A scalar to call `backward` on; its value is the batch's mean loss.
+    pub objective: Tensor,
+    /// The batch's mean loss.
+    pub loss: f64,
+    /// Predictions made (samples, or tokens of a language model).
+    pub predictions: usize,
+    /// Predictions that were right (the target class scored highest).
+    pub correct: i64,
     /// Sequences or samples in the batch (for the progress bar and samples/s).
     pub samples: usize,
 }
@@ -46,7 +50,8 @@ pub(crate) trait Task {
     /// Epoch `epoch`'s training batches from batch `first` on, in the seeded order.
     fn batches(&self, epoch: u64, first: usize) -> Box<dyn Iterator<Item = Result<Self::Batch>> + '_>;
 
-    /// The training-mode forward pass of a batch (autocast to bf16 when asked).
+    /// The training-mode forward pass of a batch and its loss (autocast to bf16 when
+    /// asked; label smoothing as the config says).
     fn forward(&self, batch: &Self::Batch, autocast: bool) -> Result<Forward>;
 
     /// The model on the validation data, when there is some.
