@@ -2,6 +2,11 @@
 //! tokens (greedy, not stopped at EOS), batch 1 and 8, with and without the KV cache.
 //! Prints one JSON line per case. `benches/lm_generate.sh` runs it beside transformers.
 //!
+//! With the cache, a batch-1 step reads every weight once, so memory bandwidth bounds it:
+//! the first line measures what this machine's memory delivers (a sum over 512 MiB with
+//! the same threads) and the ceiling it puts on batch-1 tokens/s for this model's
+//! weights.
+//!
 //! Usage: `cargo bench -p kiln-train --bench generate -- PACKAGE PROMPT_TOKENS.json`, the
 //! prompts as token ids (`[[...], ...]`, at least 8 of 128 tokens; the same file is given
 //! to transformers). `--skip-uncached-batch8` leaves out batch 8 without the cache.
@@ -23,6 +28,22 @@ fn main() -> anyhow::Result<()> {
     let (prompt_len, new_tokens) = (all[0].len(), 128usize);
     let pkg = LanguagePackage::load(package, kiln_tensor::Device::Cpu)?;
     let threads = kiln_tensor::tch::get_num_threads();
+    let weight_bytes: usize = pkg
+        .model
+        .var_store()
+        .variables()
+        .values()
+        .map(|t| t.numel() * t.kind().elt_size_in_bytes())
+        .sum();
+    let bandwidth = stream_bandwidth()?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "engine": "memory", "package": package, "weight_bytes": weight_bytes,
+            "bytes_per_sec": bandwidth, "ceiling_tokens_per_sec": bandwidth / weight_bytes as f64,
+            "threads": threads,
+        })
+    );
     for batch in [1usize, 8] {
         let prompts: Vec<Vec<u32>> = all[..batch].to_vec();
         for use_cache in [true, false] {
@@ -59,4 +80,18 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Bytes per second a reduction over a 512 MiB tensor reads, best of five: what the
+/// memory delivers to libtorch's kernels on these threads.
+fn stream_bandwidth() -> anyhow::Result<f64> {
+    let n: i64 = 128 << 20;
+    let big = kiln_tensor::Tensor::f_ones([n], (kiln_tensor::Kind::Float, kiln_tensor::Device::Cpu))?;
+    let mut best = f64::MAX;
+    for _ in 0..6 {
+        let started = Instant::now();
+        let _ = big.f_sum(kiln_tensor::Kind::Float)?.f_double_value(&[])?;
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    Ok(n as f64 * 4.0 / best)
 }

@@ -34,6 +34,10 @@ done
 "$PY" - "$OUT/all.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+for m in [r for r in rows if r["engine"] == "memory"]:
+    print(f"\n{m['package']}: weights {m['weight_bytes'] / 1e6:.0f} MB, memory reads {m['bytes_per_sec'] / 1e9:.1f} GB/s "
+          f"-> at most {m['ceiling_tokens_per_sec']:.1f} tokens/s at batch 1 (every weight read once per token)")
+rows = [r for r in rows if r["engine"] != "memory"]
 key = lambda r: (r.get("package") or r["model"], r["batch"], r["cache"])
 print("\n| model | batch | KV cache | kiln tokens/s | transformers tokens/s | kiln / transformers |")
 print("|---|---|---|---|---|---|")

@@ -16,10 +16,15 @@ cargo build -q --release -p kiln-trainer
 ./target/release/kiln-train train --quiet --config "$CONFIG" --epochs "$EPOCHS" --set eval_every_steps=0 \
   --out "$OUT/kiln" 2>&1 | grep -E "epoch|package" || true
 .venv/bin/python benches/lm_pytorch.py "$CONFIG" "$OUT/kiln" "$OUT/pytorch.jsonl" --epochs "$EPOCHS"
-.venv/bin/python - "$OUT/kiln/metrics.jsonl" "$OUT/pytorch.jsonl" <<'PY'
+# PyTorch again with the allocator settings kiln applies to itself (kiln_tensor::keep_freed_memory),
+# to show how much of the difference they make.
+MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_TOP_PAD_=536870912 \
+  .venv/bin/python benches/lm_pytorch.py "$CONFIG" "$OUT/kiln" "$OUT/pytorch-malloc.jsonl" --epochs "$EPOCHS"
+.venv/bin/python - "$OUT/kiln/metrics.jsonl" "$OUT/pytorch.jsonl" "$OUT/pytorch-malloc.jsonl" <<'PY'
 import json, sys
 kiln = [json.loads(l) for l in open(sys.argv[1])]
 torch = [json.loads(l) for l in open(sys.argv[2])]
+tuned = [json.loads(l) for l in open(sys.argv[3])]
 ks = {r["step"]: r for r in kiln if r["kind"] == "step"}
 ts = {r["step"]: r for r in torch if r["kind"] == "step"}
 print("\n| step | kiln loss | PyTorch loss |")
@@ -34,6 +39,11 @@ print("|---|---|---|---|---|")
 for k, t in zip(ke, te):
     print(f"| kiln | {k['epoch']} | {k['samples_per_sec']:.0f} | {k['val']['loss']:.4f} | {k['val']['bits_per_byte']:.4f} |")
     print(f"| PyTorch eager | {t['epoch']} | {t['tokens_per_sec']:.0f} | {t['val_loss']:.4f} | {t['val_bits_per_byte']:.4f} |")
+tt = [r for r in tuned if r["kind"] == "epoch"]
+for t in tt:
+    print(f"| PyTorch eager, kiln's malloc settings | {t['epoch']} | {t['tokens_per_sec']:.0f} | {t['val_loss']:.4f} | {t['val_bits_per_byte']:.4f} |")
 if ke and te:
     print(f"\nkiln / PyTorch training tokens/s: {ke[-1]['samples_per_sec'] / te[-1]['tokens_per_sec']:.2f}x")
+if ke and tt:
+    print(f"kiln / PyTorch with kiln's malloc settings: {ke[-1]['samples_per_sec'] / tt[-1]['tokens_per_sec']:.2f}x")
 PY
