@@ -311,3 +311,84 @@ fn the_loss_refuses_targets_outside_the_vocabulary_or_of_the_wrong_shape() {
     let err = m.loss(&inputs, &tokens(&[1, 2]), false, 0.0, false).unwrap_err();
     assert!(err.to_string().contains("do not match tokens"), "{err}");
 }
+
+/// The last logits of `seq` computed alone, without a cache.
+fn alone_last(m: &Decoder, seq: &[i64]) -> Tensor {
+    let full = tch::no_grad(|| m.forward(&tokens(seq), false).unwrap());
+    full.get(0).get(seq.len() as i64 - 1)
+}
+
+#[test]
+fn sequences_join_and_leave_a_row_cache_and_each_computes_what_it_would_alone() {
+    for spec in [llama_like(), gpt2_like()] {
+        let m = model(spec);
+        let mut cache = m.new_row_cache(3, 32).unwrap();
+        assert_eq!(cache.capacity(), Some(32));
+        assert_eq!(cache.bytes(), 3 * 32 * m.bytes_per_token());
+        let mut seqs: Vec<Vec<i64>> = vec![vec![5, 9, 2, 33, 4, 8, 1], vec![11, 3, 17], vec![7, 7, 7, 20, 2]];
+        let check = |m: &Decoder, logits: &Tensor, row: i64, seq: &[i64], what: &str| {
+            let d = max_diff(&logits.get(row), &alone_last(m, seq));
+            assert!(d < 1e-5, "{what}: {d}");
+        };
+        // A and B join (one prompt per call), then decode together.
+        for (row, s) in seqs.iter().take(2).enumerate() {
+            let l = m.next_logits_rows(&tokens(s), row, &mut cache).unwrap();
+            check(&m, &l, 0, s, "prefill");
+        }
+        let step = |m: &Decoder, cache: &mut kiln_model::KvCache, seqs: &mut [Vec<i64>], next: &[i64]| {
+            for (s, &t) in seqs.iter_mut().zip(next) {
+                s.push(t);
+            }
+            m.next_logits_rows(&Tensor::from_slice(next).view([next.len() as i64, 1]), 0, cache)
+                .unwrap()
+        };
+        let l = step(&m, &mut cache, &mut seqs[..2], &[40, 41]);
+        for (r, s) in seqs.iter().take(2).enumerate() {
+            check(&m, &l, r as i64, s, "decode A, B");
+        }
+        // C joins in row 2 while A and B are mid-way; all three decode together.
+        let l = m.next_logits_rows(&tokens(&seqs[2]), 2, &mut cache).unwrap();
+        check(&m, &l, 0, &seqs[2], "prefill C");
+        for next in [[12i64, 13, 14], [22, 23, 24]] {
+            let l = step(&m, &mut cache, &mut seqs, &next);
+            for (r, s) in seqs.iter().enumerate() {
+                check(&m, &l, r as i64, s, "decode A, B, C");
+            }
+        }
+        assert_eq!(cache.lengths(), &[10, 6, 7]);
+        // A leaves: C moves into its row, and B and C go on in rows 0..2.
+        cache.move_row(2, 0).unwrap();
+        seqs.swap(0, 2);
+        seqs.pop();
+        assert_eq!(cache.lengths(), &[7, 6, 0]);
+        let l = step(&m, &mut cache, &mut seqs, &[30, 31]);
+        for (r, s) in seqs.iter().enumerate() {
+            check(&m, &l, r as i64, s, "after a row moved");
+        }
+        // D takes row 2, where C's old keys still lie past D's length: never read.
+        let d = vec![3i64, 1, 4];
+        let l = m.next_logits_rows(&tokens(&d), 2, &mut cache).unwrap();
+        check(&m, &l, 0, &d, "a new sequence in a used row");
+        cache.clear_row(1).unwrap();
+        assert_eq!(cache.lengths(), &[8, 0, 3]);
+    }
+}
+
+#[test]
+fn a_row_cache_refuses_what_does_not_fit() {
+    let m = model(llama_like());
+    assert!(m.new_row_cache(0, 8).is_err());
+    let err = m.new_row_cache(2, 65).unwrap_err();
+    assert!(err.to_string().contains("1..=64"), "{err}");
+    let mut cache = m.new_row_cache(2, 8).unwrap();
+    let err = m.next_logits_rows(&tokens(&[1; 9]), 0, &mut cache).unwrap_err();
+    assert!(err.to_string().contains("past the cache's capacity of 8"), "{err}");
+    let err = m.next_logits_rows(&tokens(&[1, 2]), 2, &mut cache).unwrap_err();
+    assert!(err.to_string().contains("outside the cache's 2 rows"), "{err}");
+    assert!(cache.move_row(0, 5).is_err());
+    // Each layout is fed through its own call.
+    assert!(m.forward_cached(&tokens(&[1]), None, &mut cache).is_err());
+    let mut shared = m.new_cache(1);
+    assert!(m.next_logits_rows(&tokens(&[1]), 0, &mut shared).is_err());
+    assert!(shared.clear_row(0).is_err());
+}

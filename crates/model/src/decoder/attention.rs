@@ -16,6 +16,23 @@ pub(crate) enum Mask<'a> {
     Explicit(&'a Tensor),
 }
 
+/// Where one layer's keys and values are kept between calls.
+pub(crate) enum CacheSlot<'a> {
+    /// Shared slots: this call's keys and values are appended with `cat`.
+    Grow(&'a mut Option<(Tensor, Tensor)>),
+    /// Rows `start..start + n` of preallocated `[rows, kv_heads, capacity, head_dim]`
+    /// keys and values: this call's are written at `positions` `[n, T]` of rows `rows`
+    /// `[n, 1]` (int64), and attention reads each row's first `visible` slots.
+    Rows {
+        keys: &'a Tensor,
+        values: &'a Tensor,
+        rows: &'a Tensor,
+        positions: &'a Tensor,
+        start: i64,
+        visible: i64,
+    },
+}
+
 /// `self_attn.{q,k,v,o}_proj`.
 #[derive(Debug)]
 pub(crate) struct Attention {
@@ -51,7 +68,7 @@ impl Attention {
         x: &Tensor,
         rope: Option<&RopeAt>,
         mask: Mask<'_>,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<CacheSlot<'_>>,
         train: bool,
     ) -> Result<Tensor, TchError> {
         let (b, t) = (x.size()[0], x.size()[1]);
@@ -64,13 +81,33 @@ impl Attention {
             k = rope.apply(&k)?;
         }
         let (k, v) = match cache {
-            Some(slot) => {
+            Some(CacheSlot::Grow(slot)) => {
                 let kv = match slot.take() {
                     Some((ck, cv)) => (Tensor::f_cat(&[ck, k], 2)?, Tensor::f_cat(&[cv, v], 2)?),
                     None => (k, v),
                 };
                 *slot = Some((kv.0.shallow_clone(), kv.1.shallow_clone()));
                 kv
+            }
+            Some(CacheSlot::Rows {
+                keys,
+                values,
+                rows,
+                positions,
+                start,
+                visible,
+            }) => {
+                // Advanced indices around a full slice put their broadcast shape [n, T]
+                // first: the new keys go in as [n, T, kv_heads, head_dim].
+                for (store, new) in [(keys, &k), (values, &v)] {
+                    let mut store = store.shallow_clone();
+                    let index = [Some(rows.shallow_clone()), None, Some(positions.shallow_clone())];
+                    let _ = store.f_index_put_(&index, &new.f_permute([0, 2, 1, 3])?, false)?;
+                }
+                (
+                    keys.f_narrow(0, start, b)?.f_narrow(2, 0, visible)?,
+                    values.f_narrow(0, start, b)?.f_narrow(2, 0, visible)?,
+                )
             }
             None => (k, v),
         };

@@ -1,6 +1,6 @@
 //! `Decoder`: a decoder-only transformer language model built from a [`DecoderSpec`].
 
-use super::attention::{Attention, Mask};
+use super::attention::{Attention, CacheSlot, Mask};
 use super::feed_forward::FeedForwardLayer;
 use super::norm::NormLayer;
 use super::rope::Rope;
@@ -118,6 +118,96 @@ impl Decoder {
         KvCache::new(self.blocks.len(), batch)
     }
 
+    /// An empty row cache: `rows` sequences of up to `capacity` tokens each (at most the
+    /// context), its keys and values allocated now, in the weights' dtype and device
+    /// ([`bytes_per_token`](Self::bytes_per_token) each). See [`KvCache`].
+    pub fn new_row_cache(&self, rows: usize, capacity: i64) -> Result<KvCache> {
+        if rows == 0 || capacity < 1 || capacity > self.spec.context {
+            return Err(Error::Input(format!(
+                "a row cache needs at least one row and a capacity in 1..={} (the context), got {rows} rows of {capacity}",
+                self.spec.context
+            )));
+        }
+        let kind = self.output_weight().kind();
+        let shape = [rows as i64, self.spec.kv_heads, capacity, self.spec.head_dim()];
+        let layers = (0..self.blocks.len())
+            .map(|_| {
+                Ok((
+                    Tensor::f_zeros(shape, (kind, self.device()))?,
+                    Tensor::f_zeros(shape, (kind, self.device()))?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache::rows(layers, rows, capacity))
+    }
+
+    /// Bytes of keys and values one token takes in a cache.
+    pub fn bytes_per_token(&self) -> usize {
+        let elt = self.output_weight().kind().elt_size_in_bytes();
+        2 * self.blocks.len() * (self.spec.kv_heads * self.spec.head_dim()) as usize * elt
+    }
+
+    /// Feeds `tokens` `[n, T]` to rows `start..start + n` of a row cache, `T` new tokens
+    /// each after the ones the row holds, and returns each row's last logits `[n, vocab]`.
+    /// A prompt is one call for its row (`n = 1`); a decoding step, one call for all the
+    /// running rows (`T = 1`). Each row computes exactly what its sequence would alone.
+    /// Runs without recording gradients.
+    pub fn next_logits_rows(&self, tokens: &Tensor, start: usize, cache: &mut KvCache) -> Result<Tensor> {
+        let Some(capacity) = cache.capacity else {
+            return Err(Error::Input(
+                "next_logits_rows needs a row cache (new_row_cache)".into(),
+            ));
+        };
+        let (n, t) = self.check_tokens(tokens)?;
+        let end = start + n as usize;
+        if end > cache.lengths.len() {
+            return Err(Error::Input(format!(
+                "rows {start}..{end} are outside the cache's {} rows",
+                cache.lengths.len()
+            )));
+        }
+        let lengths = cache.lengths[start..end].to_vec();
+        if let Some((i, l)) = lengths.iter().enumerate().find(|(_, l)| **l + t > capacity) {
+            return Err(Error::Input(format!(
+                "row {} would hold {} tokens, past the cache's capacity of {capacity}",
+                start + i,
+                l + t
+            )));
+        }
+        let device = self.device();
+        kiln_tensor::tch::no_grad(|| {
+            let positions = Tensor::f_from_slice(&lengths)?
+                .f_to_device(device)?
+                .f_view([n, 1])?
+                .f_add(&Tensor::f_arange(t, (Kind::Int64, device))?.f_view([1, t])?)?;
+            let rows = Tensor::f_arange_start(start as i64, end as i64, (Kind::Int64, device))?.f_view([n, 1])?;
+            let longest = lengths.iter().copied().max().unwrap_or(0);
+            let visible = longest + t;
+            let mask_tensor;
+            let mask = if t == 1 && lengths.iter().all(|&l| l == longest) {
+                Mask::All
+            } else {
+                // Slot s is visible to the query at position p when s <= p: each row's
+                // own earlier tokens and itself, never another row's or a stale slot.
+                let slots = Tensor::f_arange(visible, (Kind::Int64, device))?.f_view([1, 1, 1, visible])?;
+                mask_tensor = slots.f_le_tensor(&positions.f_view([n, 1, t, 1])?)?;
+                Mask::Explicit(&mask_tensor)
+            };
+            let caches = Caches::Rows {
+                layers: &cache.layers,
+                rows: &rows,
+                positions: &positions,
+                start: start as i64,
+                visible,
+            };
+            let hidden = self.hidden(tokens, &positions, mask, Some(caches), false)?;
+            for l in &mut cache.lengths[start..end] {
+                *l += t;
+            }
+            self.project(&hidden.f_select(1, t - 1)?)
+        })
+    }
+
     /// Logits `[B, T, vocab]` (f32) for tokens `[B, T]` at positions `0..T`, each position
     /// seeing only itself and earlier ones; dropout is on when `train`.
     pub fn forward(&self, tokens: &Tensor, train: bool) -> Result<Tensor> {
@@ -196,6 +286,11 @@ impl Decoder {
 
     /// The final norm's output `[B, T, width]` for the new tokens.
     fn forward_cached_inner(&self, tokens: &Tensor, valid: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
+        if cache.capacity.is_some() {
+            return Err(Error::Input(
+                "a row cache is fed through next_logits_rows, not forward_cached".into(),
+            ));
+        }
         let (b, t) = self.check_tokens(tokens)?;
         if b as usize != cache.batch() {
             return Err(Error::Input(format!(
@@ -268,7 +363,7 @@ impl Decoder {
                 .f_logical_or(&own.f_view([1, 1, t, total])?)?;
             Mask::Explicit(&mask_tensor)
         };
-        let out = self.hidden(tokens, &positions, mask, Some(&mut cache.layers), false)?;
+        let out = self.hidden(tokens, &positions, mask, Some(Caches::Grow(&mut cache.layers)), false)?;
         cache.valid = Some(key_valid);
         cache.padded = padded;
         for (l, a) in cache.lengths.iter_mut().zip(added) {
@@ -304,7 +399,7 @@ impl Decoder {
         tokens: &Tensor,
         positions: &Tensor,
         mask: Mask<'_>,
-        cache: Option<&mut Vec<Option<(Tensor, Tensor)>>>,
+        cache: Option<Caches<'_>>,
         train: bool,
     ) -> Result<Tensor> {
         let x = self.hidden(tokens, positions, mask, cache, train)?;
@@ -322,7 +417,7 @@ impl Decoder {
         tokens: &Tensor,
         positions: &Tensor,
         mask: Mask<'_>,
-        mut cache: Option<&mut Vec<Option<(Tensor, Tensor)>>>,
+        mut cache: Option<Caches<'_>>,
         train: bool,
     ) -> Result<Tensor> {
         let tokens = tokens.f_to_device(self.device())?;
@@ -338,7 +433,27 @@ impl Decoder {
                 Mask::All => Mask::All,
                 Mask::Explicit(m) => Mask::Explicit(m),
             };
-            let slot = cache.as_deref_mut().and_then(|c| c.get_mut(i));
+            let slot = match cache.as_mut() {
+                None => None,
+                Some(Caches::Grow(layers)) => layers.get_mut(i).map(CacheSlot::Grow),
+                Some(Caches::Rows {
+                    layers,
+                    rows,
+                    positions,
+                    start,
+                    visible,
+                }) => match layers.get(i) {
+                    Some(Some((keys, values))) => Some(CacheSlot::Rows {
+                        keys,
+                        values,
+                        rows,
+                        positions,
+                        start: *start,
+                        visible: *visible,
+                    }),
+                    _ => return Err(Error::Input(format!("the row cache has no layer {i}"))),
+                },
+            };
             let a = block
                 .attn
                 .forward(&block.attn_norm.forward(&x)?, rope.as_ref(), mask, slot, train)?;
@@ -348,6 +463,20 @@ impl Decoder {
         }
         Ok(self.norm.forward(&x)?)
     }
+}
+
+/// The caches a forward pass reads and fills, one per layer.
+enum Caches<'a> {
+    /// Shared slots, grown by each call.
+    Grow(&'a mut Vec<Option<(Tensor, Tensor)>>),
+    /// Rows `start..start + n` of a row cache; see [`CacheSlot::Rows`].
+    Rows {
+        layers: &'a [Option<(Tensor, Tensor)>],
+        rows: &'a Tensor,
+        positions: &'a Tensor,
+        start: i64,
+        visible: i64,
+    },
 }
 
 impl Parameters for Decoder {
