@@ -92,13 +92,34 @@ pub fn generate(
         })
         .collect();
     let mut active: Vec<bool> = vec![config.max_tokens > 0; n];
-    let mut cache = model.new_cache(n);
-    let mut logits = last_logits(model, &seqs, None, &mut cache)?;
+    // With the cache each sequence has a row of a row cache, room for its prompt and
+    // what it may add; `rows[r]` is the sequence in row `r`, and the running ones stay in
+    // rows 0..rows.len() so that one call feeds them all.
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let capacity = (longest + config.max_tokens).min(context) as i64;
+    let mut rows: Vec<usize> = (0..n).collect();
+    let mut cache = if config.use_cache {
+        Some(model.new_row_cache(n.max(1), capacity)?)
+    } else {
+        None
+    };
+    let mut logits = match cache.as_mut() {
+        Some(cache) => prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let ids: Vec<i64> = p.iter().map(|&t| t as i64).collect();
+                let l = model.next_logits_rows(&Tensor::f_from_slice(&ids)?.f_view([1, -1])?, i, cache)?;
+                Ok(Vec::<f32>::try_from(
+                    l.f_get(0)?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?,
+                )?)
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => last_logits(model, &seqs, &mut model.new_cache(n))?,
+    };
     while active.iter().any(|&a| a) {
-        let mut fed = Vec::with_capacity(n);
         for i in 0..n {
             if !active[i] {
-                fed.push(None);
                 continue;
             }
             let token = samplers[i].next(&logits[i], &seqs[i]);
@@ -111,49 +132,53 @@ pub fn generate(
             } else if out[i].tokens.len() >= config.max_tokens || seqs[i].len() >= context {
                 active[i] = false;
             }
-            fed.push(active[i].then_some(token));
         }
         if !active.iter().any(|&a| a) {
             break;
         }
-        logits = if config.use_cache {
-            last_logits(model, &[], Some(&fed), &mut cache)?
-        } else {
-            let mut fresh = model.new_cache(n);
-            last_logits(model, &seqs, None, &mut fresh)?
-        };
+        match cache.as_mut() {
+            Some(cache) => {
+                // Finished sequences leave; the last running row fills each gap.
+                let mut r = 0;
+                while r < rows.len() {
+                    if active[rows[r]] {
+                        r += 1;
+                    } else {
+                        cache.move_row(rows.len() - 1, r)?;
+                        rows.swap_remove(r);
+                    }
+                }
+                let ids: Vec<i64> = rows.iter().map(|&i| i64::from(seqs[i][seqs[i].len() - 1])).collect();
+                let next = model
+                    .next_logits_rows(&Tensor::f_from_slice(&ids)?.f_view([-1, 1])?, 0, cache)?
+                    .f_to_device(Device::Cpu)?
+                    .f_to_kind(Kind::Float)?;
+                for (r, &i) in rows.iter().enumerate() {
+                    logits[i] = Vec::<f32>::try_from(next.f_get(r as i64)?)?;
+                }
+            }
+            None => {
+                let mut fresh = model.new_cache(n);
+                logits = last_logits(model, &seqs, &mut fresh)?;
+            }
+        }
     }
     Ok(out)
 }
 
-/// The last position's logits per sequence, from whole sequences (left-padded into one
-/// batch) or from one new token per sequence (`None`: a finished one, fed as padding).
-fn last_logits(
-    model: &Decoder,
-    seqs: &[Vec<u32>],
-    step: Option<&[Option<u32>]>,
-    cache: &mut KvCache,
-) -> Result<Vec<Vec<f32>>> {
-    let (ids, valid, b, t) = match step {
-        Some(fed) => (
-            fed.iter().map(|t| t.unwrap_or(0) as i64).collect::<Vec<_>>(),
-            fed.iter().map(Option::is_some).collect::<Vec<_>>(),
-            fed.len(),
-            1,
-        ),
-        None => {
-            let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
-            let mut ids = Vec::with_capacity(seqs.len() * t);
-            let mut valid = Vec::with_capacity(seqs.len() * t);
-            for s in seqs {
-                ids.extend(std::iter::repeat_n(0i64, t - s.len()));
-                valid.extend(std::iter::repeat_n(false, t - s.len()));
-                ids.extend(s.iter().map(|&x| x as i64));
-                valid.extend(std::iter::repeat_n(true, s.len()));
-            }
-            (ids, valid, seqs.len(), t)
-        }
-    };
+/// The last position's logits per sequence, from whole sequences left-padded into one
+/// batch.
+fn last_logits(model: &Decoder, seqs: &[Vec<u32>], cache: &mut KvCache) -> Result<Vec<Vec<f32>>> {
+    let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
+    let b = seqs.len();
+    let mut ids = Vec::with_capacity(b * t);
+    let mut valid = Vec::with_capacity(b * t);
+    for s in seqs {
+        ids.extend(std::iter::repeat_n(0i64, t - s.len()));
+        valid.extend(std::iter::repeat_n(false, t - s.len()));
+        ids.extend(s.iter().map(|&x| x as i64));
+        valid.extend(std::iter::repeat_n(true, s.len()));
+    }
     let shape = [b as i64, t as i64];
     let ids = Tensor::f_from_slice(&ids)?.f_view(shape)?;
     let all_valid = valid.iter().all(|&v| v);
