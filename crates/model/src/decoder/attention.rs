@@ -22,7 +22,8 @@ pub(crate) enum CacheSlot<'a> {
     Grow(&'a mut Option<(Tensor, Tensor)>),
     /// Rows `start..start + n` of preallocated `[rows, kv_heads, capacity, head_dim]`
     /// keys and values: this call's are written at `positions` `[n, T]` of rows `rows`
-    /// `[n, 1]` (int64), and attention reads each row's first `visible` slots.
+    /// `[n, 1]` (int64), and attention reads each row's first `visible` slots (the longest
+    /// row's length after this call, so that a single row's new slots end there).
     Rows {
         keys: &'a Tensor,
         values: &'a Tensor,
@@ -100,9 +101,18 @@ impl Attention {
                 // Advanced indices around a full slice put their broadcast shape [n, T]
                 // first: the new keys go in as [n, T, kv_heads, head_dim].
                 for (store, new) in [(keys, &k), (values, &v)] {
-                    let mut store = store.shallow_clone();
-                    let index = [Some(rows.shallow_clone()), None, Some(positions.shallow_clone())];
-                    let _ = store.f_index_put_(&index, &new.f_permute([0, 2, 1, 3])?, false)?;
+                    if b == 1 {
+                        // One row: its new slots are one contiguous range, a plain copy.
+                        let first = visible - t;
+                        store
+                            .f_select(0, start)?
+                            .f_narrow(1, first, t)?
+                            .f_copy_(&new.f_select(0, 0)?)?;
+                    } else {
+                        let mut store = store.shallow_clone();
+                        let index = [Some(rows.shallow_clone()), None, Some(positions.shallow_clone())];
+                        let _ = store.f_index_put_(&index, &new.f_permute([0, 2, 1, 3])?, false)?;
+                    }
                 }
                 (
                     keys.f_narrow(0, start, b)?.f_narrow(2, 0, visible)?,
