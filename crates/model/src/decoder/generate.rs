@@ -110,9 +110,7 @@ pub fn generate(
             .map(|(i, p)| {
                 let ids: Vec<i64> = p.iter().map(|&t| t as i64).collect();
                 let l = model.next_logits_rows(&Tensor::f_from_slice(&ids)?.f_view([1, -1])?, i, cache)?;
-                Ok(Vec::<f32>::try_from(
-                    l.f_get(0)?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?,
-                )?)
+                Ok(host_rows(&l)?.swap_remove(0))
             })
             .collect::<Result<Vec<_>>>()?,
         None => last_logits(model, &seqs, &mut model.new_cache(n))?,
@@ -149,12 +147,9 @@ pub fn generate(
                     }
                 }
                 let ids: Vec<i64> = rows.iter().map(|&i| i64::from(seqs[i][seqs[i].len() - 1])).collect();
-                let next = model
-                    .next_logits_rows(&Tensor::f_from_slice(&ids)?.f_view([-1, 1])?, 0, cache)?
-                    .f_to_device(Device::Cpu)?
-                    .f_to_kind(Kind::Float)?;
-                for (r, &i) in rows.iter().enumerate() {
-                    logits[i] = Vec::<f32>::try_from(next.f_get(r as i64)?)?;
+                let next = model.next_logits_rows(&Tensor::f_from_slice(&ids)?.f_view([-1, 1])?, 0, cache)?;
+                for (&i, row) in rows.iter().zip(host_rows(&next)?) {
+                    logits[i] = row;
                 }
             }
             None => {
@@ -183,11 +178,13 @@ fn last_logits(model: &Decoder, seqs: &[Vec<u32>], cache: &mut KvCache) -> Resul
     let ids = Tensor::f_from_slice(&ids)?.f_view(shape)?;
     let all_valid = valid.iter().all(|&v| v);
     let valid = Tensor::f_from_slice(&valid)?.f_view(shape)?;
-    let last = model
-        .next_logits(&ids, (!all_valid).then_some(&valid), cache)?
-        .f_to_device(Device::Cpu)?
-        .f_to_kind(Kind::Float)?;
-    (0..b as i64)
-        .map(|i| Ok(Vec::<f32>::try_from(last.f_get(i)?)?))
+    host_rows(&model.next_logits(&ids, (!all_valid).then_some(&valid), cache)?)
+}
+
+/// Logits `[n, vocab]` as one f32 vector per row on the host, for the samplers.
+fn host_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let host = logits.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?;
+    (0..host.size()[0])
+        .map(|i| Ok(Vec::<f32>::try_from(host.f_get(i)?)?))
         .collect()
 }

@@ -211,6 +211,13 @@ impl Decoder {
     /// Logits `[B, T, vocab]` (f32) for tokens `[B, T]` at positions `0..T`, each position
     /// seeing only itself and earlier ones; dropout is on when `train`.
     pub fn forward(&self, tokens: &Tensor, train: bool) -> Result<Tensor> {
+        let positions = self.whole_positions(tokens)?;
+        self.run(tokens, &positions, Mask::Causal, None, train)
+    }
+
+    /// Positions `[1, T]` (0..T, broadcast over the batch) for whole sequences `tokens`
+    /// `[B, T]`, once they are checked and fit the context.
+    fn whole_positions(&self, tokens: &Tensor) -> Result<Tensor> {
         let (_, t) = self.check_tokens(tokens)?;
         if t > self.spec.context {
             return Err(Error::Input(format!(
@@ -218,9 +225,7 @@ impl Decoder {
                 self.spec.context
             )));
         }
-        // Every sequence has positions 0..T: one row, broadcast.
-        let positions = Tensor::f_arange(t, (Kind::Int64, self.device()))?.f_unsqueeze(0)?;
-        self.run(tokens, &positions, Mask::Causal, None, train)
+        Ok(Tensor::f_arange(t, (Kind::Int64, self.device()))?.f_unsqueeze(0)?)
     }
 
     /// The next-token loss of `tokens` `[B, T]` against `targets` `[B, T]` (the tokens
@@ -229,22 +234,14 @@ impl Decoder {
     /// likely, and an objective to call `backward` on when `grad`. Dropout is on when
     /// `train`.
     pub fn loss(&self, tokens: &Tensor, targets: &Tensor, train: bool, smoothing: f64, grad: bool) -> Result<LmLoss> {
-        let (b, t) = self.check_tokens(tokens)?;
-        if targets.size() != [b, t] {
+        if targets.size() != tokens.size() {
             return Err(Error::Input(format!(
                 "targets {:?} do not match tokens {:?}",
                 targets.size(),
                 tokens.size()
             )));
         }
-        if t > self.spec.context {
-            return Err(Error::Input(format!(
-                "of {t} tokens is longer than the model's context of {}",
-                self.spec.context
-            )));
-        }
-        // Every sequence has positions 0..T: one row, broadcast.
-        let positions = Tensor::f_arange(t, (Kind::Int64, self.device()))?.f_unsqueeze(0)?;
+        let positions = self.whole_positions(tokens)?;
         let hidden = self.hidden(tokens, &positions, Mask::Causal, None, train)?;
         lm_loss(
             &hidden.f_view([-1, self.spec.width])?,
@@ -268,8 +265,7 @@ impl Decoder {
     /// others are padding: put them on the left); without it every token is real. The
     /// tokens' keys and values join the cache. Runs without recording gradients.
     pub fn forward_cached(&self, tokens: &Tensor, valid: Option<&Tensor>, cache: &mut KvCache) -> Result<Tensor> {
-        let hidden = kiln_tensor::tch::no_grad(|| self.forward_cached_inner(tokens, valid, cache))?;
-        kiln_tensor::tch::no_grad(|| self.project(&hidden))
+        kiln_tensor::tch::no_grad(|| self.project(&self.forward_cached_inner(tokens, valid, cache)?))
     }
 
     /// As [`forward_cached`](Self::forward_cached), but only the logits of each
