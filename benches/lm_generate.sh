@@ -35,17 +35,17 @@ done
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 for m in [r for r in rows if r["engine"] == "memory"]:
-    print(f"\n{m['package']}: weights {m['weight_bytes'] / 1e6:.0f} MB, memory reads {m['bytes_per_sec'] / 1e9:.1f} GB/s "
+    print(f"\n{m['package']}: {m['weights']} weights read per step {m['weight_bytes'] / 1e6:.0f} MB, memory reads {m['bytes_per_sec'] / 1e9:.1f} GB/s "
           f"-> at most {m['ceiling_tokens_per_sec']:.1f} tokens/s at batch 1 (every weight read once per token)")
 rows = [r for r in rows if r["engine"] != "memory"]
 key = lambda r: (r.get("package") or r["model"], r["batch"], r["cache"])
-print("\n| model | batch | KV cache | kiln tokens/s | transformers tokens/s | kiln / transformers |")
-print("|---|---|---|---|---|---|")
+print("\n| model | kiln weights | batch | KV cache | kiln tokens/s | transformers (f32) tokens/s | kiln / transformers |")
+print("|---|---|---|---|---|---|---|")
 kiln = [r for r in rows if r["engine"] == "kiln"]
 hf = [r for r in rows if r["engine"] == "transformers"]
 for k in kiln:
     h = next((h for h in hf if (h["batch"], h["cache"]) == (k["batch"], k["cache"]) and rows.index(h) > rows.index(k)), None)
     ratio = f"{k['tokens_per_sec'] / h['tokens_per_sec']:.2f}x" if h else "-"
-    print(f"| {k['package']} | {k['batch']} | {'on' if k['cache'] else 'off'} | {k['tokens_per_sec']:.1f} | "
-          f"{h['tokens_per_sec']:.1f} | {ratio} |" if h else f"| {k['package']} | {k['batch']} | - | {k['tokens_per_sec']:.1f} | - | - |")
+    print(f"| {k['package']} | {k['weights']} | {k['batch']} | {'on' if k['cache'] else 'off'} | {k['tokens_per_sec']:.1f} | "
+          f"{h['tokens_per_sec']:.1f} | {ratio} |" if h else f"| {k['package']} | {k['weights']} | {k['batch']} | - | {k['tokens_per_sec']:.1f} | - | - |")
 PY

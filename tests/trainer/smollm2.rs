@@ -101,18 +101,51 @@ fn smollm2_imported_from_gguf_matches_transformers() {
             "greedy continuation of prompt {i} {prompt:?}"
         );
     }
-    // The command line streams the same text.
-    let o = kiln_train(&[
-        "generate",
-        "--package",
-        pkg_dir.to_str().unwrap(),
-        "--prompt",
-        "The capital of France is",
-        "--max-tokens",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).starts_with(" Paris."), "{}", stdout(&o));
+    // The command line streams the same text, with f32 weights and with 4-bit ones.
+    for quantize in [&[][..], &["--quantize", "int4"][..]] {
+        let mut args = vec![
+            "generate",
+            "--package",
+            pkg_dir.to_str().unwrap(),
+            "--prompt",
+            "The capital of France is",
+            "--max-tokens",
+            "3",
+        ];
+        args.extend(quantize);
+        let o = kiln_train(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).starts_with(" Paris."), "{quantize:?}: {}", stdout(&o));
+    }
+    // 4-bit weights (the file's Q4_1 blocks kept, with bf16 scales; the output projection
+    // in bf16; activations rounded to bf16 in the products) stay close to transformers:
+    // the most likely next token the same at 95% of the prompts' positions or more (98%
+    // measured), and the loss on text the model has not seen within 2% of f32's.
+    let ruth = std::fs::read_to_string(root().join("data/kjv/08-Ruth.txt")).unwrap();
+    let text: Vec<i64> = pkg.tokenizer.encode(&ruth, true).unwrap()[..257].iter().map(|&t| t as i64).collect();
+    let nll = |m: &kiln_model::Decoder| {
+        let (x, y) = (Tensor::from_slice(&text[..256]).view([1, -1]), Tensor::from_slice(&text[1..]).view([1, -1]));
+        m.loss(&x, &y, false, 0.0, false).unwrap().loss_sum / 256.0
+    };
+    let full = nll(&pkg.model);
+    let mut pkg = pkg;
+    pkg.model.quantize_int4(32).unwrap();
+    let (mut agree, mut positions) = (0, 0);
+    for (i, prompt) in prompts.iter().enumerate() {
+        let ids = pkg.tokenizer.encode(prompt.as_str().unwrap(), true).unwrap();
+        let x = Tensor::from_slice(&ids.iter().map(|&t| t as i64).collect::<Vec<_>>()).view([1, -1]);
+        let ours = tch::no_grad(|| pkg.model.forward(&x, false).unwrap()).get(0);
+        let theirs = &logits[&format!("logits_{i}")];
+        let same = ours.argmax(-1, false).eq_tensor(&theirs.argmax(-1, false));
+        agree += same.sum(kiln_tensor::Kind::Int64).int64_value(&[]);
+        positions += ids.len() as i64;
+    }
+    let quantized = nll(&pkg.model);
+    eprintln!(
+        "int4: most likely token as transformers' at {agree} of {positions} positions; loss on Ruth {quantized:.4} against {full:.4} in f32"
+    );
+    assert!(agree as f64 >= 0.95 * positions as f64, "{agree} of {positions}");
+    assert!((quantized - full).abs() <= 0.02 * full, "{quantized} against {full}");
 }
 
 /// Fine-tuning the imported model on text it has not been tuned to (eight short books of

@@ -116,7 +116,11 @@ fn run(cli: Cli, started: Instant) -> Result<(), Error> {
         Command::Generate(a) => {
             let device: DeviceChoice = a.device.parse().map_err(cfg_err)?;
             let runtime = Runtime::init(device, a.threads, 0)?;
-            let package = kiln_package::LanguagePackage::load(&a.package, runtime.device)?;
+            let mut package = kiln_package::LanguagePackage::load(&a.package, runtime.device)?;
+            match a.quantize {
+                Some(cli::Quantize::Int4) => package.model.quantize_int4(32)?,
+                None => {}
+            }
             let request = TextRequest {
                 prompt: a.prompt,
                 max_tokens: a.max_tokens,

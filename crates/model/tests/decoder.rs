@@ -392,3 +392,101 @@ fn a_row_cache_refuses_what_does_not_fit() {
     assert!(m.next_logits_rows(&tokens(&[1]), 0, &mut shared).is_err());
     assert!(shared.clear_row(0).is_err());
 }
+
+/// A spec whose every projection the 4-bit kernel takes (inputs in groups of 32, outputs
+/// in multiples of 16).
+fn quantizable(tie_embeddings: bool) -> DecoderSpec {
+    DecoderSpec {
+        vocab: 128,
+        width: 64,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+        ffn_width: 128,
+        context: 64,
+        tie_embeddings,
+        ..DecoderSpec::default()
+    }
+}
+
+/// Puts every matrix of `m` in GGUF `Q4_1` form (`w = m + d·q` in groups of 32, `d` a
+/// power of two, both `q = 0` and `q = 15` in each group), so that quantizing them loses
+/// nothing and what is left to compare is the bf16 rounding of the activations.
+fn to_q4_1_form(m: &Decoder) {
+    tch::no_grad(|| {
+        for (name, mut w) in m.var_store().variables() {
+            if w.dim() != 2 {
+                continue;
+            }
+            let (rows, cols) = (w.size()[0], w.size()[1]);
+            let q = Tensor::randint(16, [rows, cols / 32, 32], (Kind::Int64, Device::Cpu)).to_kind(Kind::Float);
+            let _ = q.narrow(2, 0, 1).fill_(0.0);
+            let _ = q.narrow(2, 1, 1).fill_(15.0);
+            let low = Tensor::randint(16, [rows, cols / 32, 1], (Kind::Int64, Device::Cpu))
+                .to_kind(Kind::Float)
+                .g_sub_scalar(8.0)
+                .g_div_scalar(256.0);
+            let grouped = q.g_mul_scalar(1.0 / 128.0).g_add(&low).reshape([rows, cols]);
+            let _ = w.copy_(&grouped);
+            assert_eq!(w.size(), vec![rows, cols], "{name}");
+        }
+    });
+}
+
+#[test]
+fn four_bit_weights_compute_what_the_f32_model_does_up_to_bf16_activations() {
+    for tie in [true, false] {
+        let mut m = model(quantizable(tie));
+        to_q4_1_form(&m);
+        let seq: Vec<i64> = (0..40).map(|i| (i * 37 + 11) % 128).collect();
+        let want = tch::no_grad(|| m.forward(&tokens(&seq), false).unwrap());
+        let f32_bytes = m.weight_bytes_per_step();
+        m.quantize_int4(32).unwrap();
+        assert!(m.is_quantized());
+        // Per layer: q, o 64x64, k, v 32x64, gate, up 128x64, down 64x128 at 4.5 bits a
+        // weight (half a byte, and a bf16 scale and zero per 32); the output projection
+        // 128x64 in bf16; 5 norms of 64 in f32.
+        let layer: usize = 2 * 64 * 64 + 2 * 32 * 64 + 3 * 128 * 64;
+        assert_eq!(f32_bytes, 4 * (2 * layer + 128 * 64 + 5 * 64), "tie {tie}");
+        assert_eq!(
+            m.weight_bytes_per_step(),
+            2 * (layer / 2 + layer / 32 * 4) + 2 * 128 * 64 + 4 * 5 * 64,
+            "tie {tie}"
+        );
+        let got = tch::no_grad(|| m.forward(&tokens(&seq), false).unwrap());
+        let scale = want.abs().max().double_value(&[]);
+        let err = max_diff(&got, &want);
+        assert!(err < 0.03 * scale, "tie {tie}: logits moved by {err} (largest {scale})");
+        let agree = got.argmax(-1, false).eq_tensor(&want.argmax(-1, false));
+        let agree = agree.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+        assert!(agree >= 0.9, "tie {tie}: the most likely token agrees at only {agree:.2} of positions");
+        // The cache paths use the same 4-bit weights: a prompt then steps, row by row,
+        // compute what the quantized model's full forward does.
+        let mut cache = m.new_row_cache(1, 64).unwrap();
+        let mut l = m.next_logits_rows(&tokens(&seq[..30]), 0, &mut cache).unwrap();
+        for (i, &t) in seq[30..].iter().enumerate() {
+            let d = max_diff(&l.get(0), &got.get(0).get(29 + i as i64));
+            assert!(d < 0.01 * scale, "tie {tie}: step {i} differs from the full pass by {d}");
+            l = m.next_logits_rows(&tokens(&[t]), 0, &mut cache).unwrap();
+        }
+        // Quantized weights are for inference only.
+        let targets = tokens(&seq[1..]);
+        let err = m.loss(&tokens(&seq[..39]), &targets, true, 0.0, true).unwrap_err();
+        assert!(err.to_string().contains("train the f32 model"), "{err}");
+        assert!(m.loss(&tokens(&seq[..39]), &targets, false, 0.0, false).is_ok());
+    }
+}
+
+#[test]
+fn a_model_the_four_bit_kernel_cannot_take_is_refused_and_left_as_it_was() {
+    // Width 48 is not a whole number of groups of 32.
+    let mut m = model(llama_like());
+    let before = tch::no_grad(|| m.forward(&tokens(&[1, 2, 3]), false).unwrap());
+    let err = m.quantize_int4(32).unwrap_err();
+    assert!(err.to_string().contains("divisible by the group size 32"), "{err}");
+    assert!(!m.is_quantized());
+    let after = tch::no_grad(|| m.forward(&tokens(&[1, 2, 3]), false).unwrap());
+    assert_eq!(before, after);
+    let mut m = model(quantizable(true));
+    assert!(m.quantize_int4(48).unwrap_err().to_string().contains("one of [32, 64, 128, 256]"));
+}

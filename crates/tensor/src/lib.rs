@@ -18,12 +18,14 @@ pub mod convert;
 mod device;
 mod dtype;
 mod error;
+mod int4;
 pub mod rng;
 mod runtime;
 
 pub use device::DeviceChoice;
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use int4::Int4Weight;
 pub use runtime::{keep_freed_memory, libtorch_version, Runtime};
 
 /// The tch crate, re-exported so that the crates above use exactly this version.

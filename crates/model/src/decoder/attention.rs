@@ -2,9 +2,10 @@
 //! `scaled_dot_product_attention`.
 
 use super::rope::RopeAt;
-use super::{linear, DecoderSpec};
-use kiln_tensor::tch::TchError;
-use kiln_tensor::{nn, nn::Module, Tensor};
+use super::projection::Projection;
+use super::DecoderSpec;
+use crate::Result;
+use kiln_tensor::{nn, Tensor};
 
 /// Which positions a query may attend to.
 pub(crate) enum Mask<'a> {
@@ -37,10 +38,10 @@ pub(crate) enum CacheSlot<'a> {
 /// `self_attn.{q,k,v,o}_proj`.
 #[derive(Debug)]
 pub(crate) struct Attention {
-    q: nn::Linear,
-    k: nn::Linear,
-    v: nn::Linear,
-    o: nn::Linear,
+    q: Projection,
+    k: Projection,
+    v: Projection,
+    o: Projection,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
@@ -51,10 +52,10 @@ impl Attention {
     pub(crate) fn new(p: &nn::Path, spec: &DecoderSpec, init: nn::Init, out_init: nn::Init) -> Attention {
         let d = spec.head_dim();
         Attention {
-            q: linear(p, "q_proj", spec.width, spec.heads * d, init),
-            k: linear(p, "k_proj", spec.width, spec.kv_heads * d, init),
-            v: linear(p, "v_proj", spec.width, spec.kv_heads * d, init),
-            o: linear(p, "o_proj", spec.heads * d, spec.width, out_init),
+            q: Projection::new(p, "q_proj", spec.width, spec.heads * d, init),
+            k: Projection::new(p, "k_proj", spec.width, spec.kv_heads * d, init),
+            v: Projection::new(p, "v_proj", spec.width, spec.kv_heads * d, init),
+            o: Projection::new(p, "o_proj", spec.heads * d, spec.width, out_init),
             heads: spec.heads,
             kv_heads: spec.kv_heads,
             head_dim: d,
@@ -71,12 +72,12 @@ impl Attention {
         mask: Mask<'_>,
         cache: Option<CacheSlot<'_>>,
         train: bool,
-    ) -> Result<Tensor, TchError> {
+    ) -> Result<Tensor> {
         let (b, t) = (x.size()[0], x.size()[1]);
-        let heads = |y: Tensor, n: i64| y.f_view([b, t, n, self.head_dim])?.f_transpose(1, 2);
-        let mut q = heads(self.q.forward(x), self.heads)?;
-        let mut k = heads(self.k.forward(x), self.kv_heads)?;
-        let v = heads(self.v.forward(x), self.kv_heads)?;
+        let heads = |y: Tensor, n: i64| -> Result<Tensor> { Ok(y.f_view([b, t, n, self.head_dim])?.f_transpose(1, 2)?) };
+        let mut q = heads(self.q.forward(x)?, self.heads)?;
+        let mut k = heads(self.k.forward(x)?, self.kv_heads)?;
+        let v = heads(self.v.forward(x)?, self.kv_heads)?;
         if let Some(rope) = rope {
             q = rope.apply(&q)?;
             k = rope.apply(&k)?;
@@ -133,6 +134,21 @@ impl Attention {
             }
         };
         let y = y.f_transpose(1, 2)?.f_reshape([b, t, self.heads * self.head_dim])?;
-        Ok(self.o.forward(&y))
+        self.o.forward(&y)
+    }
+}
+
+impl Attention {
+    /// Quantizes the four projections to 4 bits in groups of `group`, or back to f32 with `None`.
+    pub(crate) fn quantize(&mut self, group: Option<i64>) -> Result<()> {
+        for p in [&mut self.q, &mut self.k, &mut self.v, &mut self.o] {
+            p.quantize(group)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes a forward pass reads from the projections' weights.
+    pub(crate) fn weight_bytes(&self) -> usize {
+        [&self.q, &self.k, &self.v, &self.o].iter().map(|p| p.bytes()).sum()
     }
 }

@@ -31,4 +31,10 @@ impl NormLayer {
             Some(b) => x.f_layer_norm([self.width], Some(&self.weight), Some(b), self.eps, false),
         }
     }
+
+    /// Bytes of its weights.
+    pub(crate) fn bytes(&self) -> usize {
+        let bytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
+        bytes(&self.weight) + self.bias.as_ref().map_or(0, bytes)
+    }
 }
