@@ -30,6 +30,9 @@ PY
   skip=(); case "$hf" in *.gguf) skip=(--skip-uncached-batch8);; esac
   cargo bench -q -p kiln-train --bench generate -- "$pkg" "$OUT/prompts.json" "${skip[@]}" | tee -a "$OUT/all.jsonl"
   "$PY" benches/lm_generate_hf.py "$hf" "$OUT/prompts.json" "${skip[@]}" 2>/dev/null | tee -a "$OUT/all.jsonl"
+  # transformers with its weights cast to bf16 (half the bytes to read): the lightest way it
+  # runs these models on a CPU, for kiln's 4-bit weights to be compared with too.
+  "$PY" benches/lm_generate_hf.py "$hf" "$OUT/prompts.json" --dtype bfloat16 --cache-only 2>/dev/null | tee -a "$OUT/all.jsonl"
 done
 "$PY" - "$OUT/all.jsonl" <<'PY'
 import json, sys
@@ -38,14 +41,17 @@ for m in [r for r in rows if r["engine"] == "memory"]:
     print(f"\n{m['package']}: {m['weights']} weights read per step {m['weight_bytes'] / 1e6:.0f} MB, memory reads {m['bytes_per_sec'] / 1e9:.1f} GB/s "
           f"-> at most {m['ceiling_tokens_per_sec']:.1f} tokens/s at batch 1 (every weight read once per token)")
 rows = [r for r in rows if r["engine"] != "memory"]
-key = lambda r: (r.get("package") or r["model"], r["batch"], r["cache"])
-print("\n| model | kiln weights | batch | KV cache | kiln tokens/s | transformers (f32) tokens/s | kiln / transformers |")
-print("|---|---|---|---|---|---|---|")
+print("\n| model | kiln weights | batch | KV cache | kiln tokens/s | transformers f32 tokens/s | kiln / transformers f32 | transformers bf16 tokens/s | kiln / transformers bf16 |")
+print("|---|---|---|---|---|---|---|---|---|")
 kiln = [r for r in rows if r["engine"] == "kiln"]
 hf = [r for r in rows if r["engine"] == "transformers"]
 for k in kiln:
-    h = next((h for h in hf if (h["batch"], h["cache"]) == (k["batch"], k["cache"]) and rows.index(h) > rows.index(k)), None)
-    ratio = f"{k['tokens_per_sec'] / h['tokens_per_sec']:.2f}x" if h else "-"
-    print(f"| {k['package']} | {k['weights']} | {k['batch']} | {'on' if k['cache'] else 'off'} | {k['tokens_per_sec']:.1f} | "
-          f"{h['tokens_per_sec']:.1f} | {ratio} |" if h else f"| {k['package']} | {k['weights']} | {k['batch']} | - | {k['tokens_per_sec']:.1f} | - | - |")
+    # The transformers runs after this kiln run (the same package), same batch and cache.
+    def theirs(dtype):
+        return next((h for h in hf if (h["batch"], h["cache"], h.get("dtype", "float32")) == (k["batch"], k["cache"], dtype)
+                     and rows.index(h) > rows.index(k)), None)
+    cells = []
+    for h in (theirs("float32"), theirs("bfloat16")):
+        cells += [f"{h['tokens_per_sec']:.1f}", f"{k['tokens_per_sec'] / h['tokens_per_sec']:.2f}x"] if h else ["-", "-"]
+    print(f"| {k['package']} | {k['weights']} | {k['batch']} | {'on' if k['cache'] else 'off'} | {k['tokens_per_sec']:.1f} | " + " | ".join(cells) + " |")
 PY

@@ -122,9 +122,15 @@ fn smollm2_imported_from_gguf_matches_transformers() {
     // the most likely next token the same at 95% of the prompts' positions or more (98%
     // measured), and the loss on text the model has not seen within 2% of f32's.
     let ruth = std::fs::read_to_string(root().join("data/kjv/08-Ruth.txt")).unwrap();
-    let text: Vec<i64> = pkg.tokenizer.encode(&ruth, true).unwrap()[..257].iter().map(|&t| t as i64).collect();
+    let text: Vec<i64> = pkg.tokenizer.encode(&ruth, true).unwrap()[..257]
+        .iter()
+        .map(|&t| t as i64)
+        .collect();
     let nll = |m: &kiln_model::Decoder| {
-        let (x, y) = (Tensor::from_slice(&text[..256]).view([1, -1]), Tensor::from_slice(&text[1..]).view([1, -1]));
+        let (x, y) = (
+            Tensor::from_slice(&text[..256]).view([1, -1]),
+            Tensor::from_slice(&text[1..]).view([1, -1]),
+        );
         m.loss(&x, &y, false, 0.0, false).unwrap().loss_sum / 256.0
     };
     let full = nll(&pkg.model);

@@ -427,7 +427,7 @@ fn to_q4_1_form(m: &Decoder) {
                 .g_sub_scalar(8.0)
                 .g_div_scalar(256.0);
             let grouped = q.g_mul_scalar(1.0 / 128.0).g_add(&low).reshape([rows, cols]);
-            let _ = w.copy_(&grouped);
+            w.copy_(&grouped);
             assert_eq!(w.size(), vec![rows, cols], "{name}");
         }
     });
@@ -459,14 +459,20 @@ fn four_bit_weights_compute_what_the_f32_model_does_up_to_bf16_activations() {
         assert!(err < 0.03 * scale, "tie {tie}: logits moved by {err} (largest {scale})");
         let agree = got.argmax(-1, false).eq_tensor(&want.argmax(-1, false));
         let agree = agree.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
-        assert!(agree >= 0.9, "tie {tie}: the most likely token agrees at only {agree:.2} of positions");
+        assert!(
+            agree >= 0.9,
+            "tie {tie}: the most likely token agrees at only {agree:.2} of positions"
+        );
         // The cache paths use the same 4-bit weights: a prompt then steps, row by row,
         // compute what the quantized model's full forward does.
         let mut cache = m.new_row_cache(1, 64).unwrap();
         let mut l = m.next_logits_rows(&tokens(&seq[..30]), 0, &mut cache).unwrap();
         for (i, &t) in seq[30..].iter().enumerate() {
             let d = max_diff(&l.get(0), &got.get(0).get(29 + i as i64));
-            assert!(d < 0.01 * scale, "tie {tie}: step {i} differs from the full pass by {d}");
+            assert!(
+                d < 0.01 * scale,
+                "tie {tie}: step {i} differs from the full pass by {d}"
+            );
             l = m.next_logits_rows(&tokens(&[t]), 0, &mut cache).unwrap();
         }
         // Quantized weights are for inference only.
@@ -488,5 +494,9 @@ fn a_model_the_four_bit_kernel_cannot_take_is_refused_and_left_as_it_was() {
     let after = tch::no_grad(|| m.forward(&tokens(&[1, 2, 3]), false).unwrap());
     assert_eq!(before, after);
     let mut m = model(quantizable(true));
-    assert!(m.quantize_int4(48).unwrap_err().to_string().contains("one of [32, 64, 128, 256]"));
+    assert!(m
+        .quantize_int4(48)
+        .unwrap_err()
+        .to_string()
+        .contains("one of [32, 64, 128, 256]"));
 }

@@ -85,7 +85,11 @@ impl Int4Weight {
         let high = w.f_amax(-1, true)?;
         // The scale and zero as the kernel will see them (bf16), so that each weight's
         // integer is the nearest under the stored values, not the exact ones.
-        let scale = high.f_sub(&low)?.f_div_scalar(15.0)?.f_to_kind(Kind::BFloat16)?.f_to_kind(Kind::Float)?;
+        let scale = high
+            .f_sub(&low)?
+            .f_div_scalar(15.0)?
+            .f_to_kind(Kind::BFloat16)?
+            .f_to_kind(Kind::Float)?;
         let zero = low
             .f_add(&scale.f_mul_scalar(8.0)?)?
             .f_to_kind(Kind::BFloat16)?
@@ -189,7 +193,9 @@ mod tests {
         let q = Int4Weight::quantize(&w, 32).unwrap();
         assert_eq!(q.dequantize().unwrap(), w);
         // bf16-exact inputs: the only difference left is the bf16 rounding of the output.
-        let x = Tensor::randn([5, 96], cpu()).to_kind(Kind::BFloat16).to_kind(Kind::Float);
+        let x = Tensor::randn([5, 96], cpu())
+            .to_kind(Kind::BFloat16)
+            .to_kind(Kind::Float);
         let y = q.matmul(&x).unwrap();
         assert_eq!(y.kind(), Kind::Float);
         let want = x.matmul(&w.tr());
@@ -233,7 +239,11 @@ mod tests {
         assert!(err(&Tensor::zeros([16, 2, 32], cpu()), 32).contains("a matrix"));
         assert!(err(&Tensor::zeros([16, 64], (Kind::Int64, Device::Cpu)), 32).contains("float"));
         let q = Int4Weight::quantize(&Tensor::zeros([16, 64], cpu()), 32).unwrap();
-        assert!(q.matmul(&Tensor::zeros([2, 63], cpu())).unwrap_err().to_string().contains("64 inputs"));
+        assert!(q
+            .matmul(&Tensor::zeros([2, 63], cpu()))
+            .unwrap_err()
+            .to_string()
+            .contains("64 inputs"));
         assert_eq!(q.bytes(), 16 * 32 + 2 * 16 * 2 * 2);
         assert_eq!(q.shape(), [16, 64]);
     }

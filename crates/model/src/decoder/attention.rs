@@ -1,8 +1,8 @@
 //! Grouped-query causal self-attention through libtorch's fused
 //! `scaled_dot_product_attention`.
 
-use super::rope::RopeAt;
 use super::projection::Projection;
+use super::rope::RopeAt;
 use super::DecoderSpec;
 use crate::Result;
 use kiln_tensor::{nn, Tensor};
@@ -38,9 +38,7 @@ pub(crate) enum CacheSlot<'a> {
 /// `self_attn.{q,k,v,o}_proj`.
 #[derive(Debug)]
 pub(crate) struct Attention {
-    q: Projection,
-    k: Projection,
-    v: Projection,
+    qkv: Projection,
     o: Projection,
     heads: i64,
     kv_heads: i64,
@@ -52,10 +50,14 @@ impl Attention {
     pub(crate) fn new(p: &nn::Path, spec: &DecoderSpec, init: nn::Init, out_init: nn::Init) -> Attention {
         let d = spec.head_dim();
         Attention {
-            q: Projection::new(p, "q_proj", spec.width, spec.heads * d, init),
-            k: Projection::new(p, "k_proj", spec.width, spec.kv_heads * d, init),
-            v: Projection::new(p, "v_proj", spec.width, spec.kv_heads * d, init),
-            o: Projection::new(p, "o_proj", spec.heads * d, spec.width, out_init),
+            qkv: Projection::new(
+                p,
+                &["q_proj", "k_proj", "v_proj"],
+                spec.width,
+                &[spec.heads * d, spec.kv_heads * d, spec.kv_heads * d],
+                init,
+            ),
+            o: Projection::new(p, &["o_proj"], spec.heads * d, &[spec.width], out_init),
             heads: spec.heads,
             kv_heads: spec.kv_heads,
             head_dim: d,
@@ -74,10 +76,16 @@ impl Attention {
         train: bool,
     ) -> Result<Tensor> {
         let (b, t) = (x.size()[0], x.size()[1]);
-        let heads = |y: Tensor, n: i64| -> Result<Tensor> { Ok(y.f_view([b, t, n, self.head_dim])?.f_transpose(1, 2)?) };
-        let mut q = heads(self.q.forward(x)?, self.heads)?;
-        let mut k = heads(self.k.forward(x)?, self.kv_heads)?;
-        let v = heads(self.v.forward(x)?, self.kv_heads)?;
+        let heads =
+            |y: Tensor, n: i64| -> Result<Tensor> { Ok(y.f_view([b, t, n, self.head_dim])?.f_transpose(1, 2)?) };
+        let [q, k, v]: [Tensor; 3] = self
+            .qkv
+            .forward(x)?
+            .try_into()
+            .map_err(|_| crate::Error::Input("attention needs three projections".into()))?;
+        let mut q = heads(q, self.heads)?;
+        let mut k = heads(k, self.kv_heads)?;
+        let v = heads(v, self.kv_heads)?;
         if let Some(rope) = rope {
             q = rope.apply(&q)?;
             k = rope.apply(&k)?;
@@ -134,21 +142,19 @@ impl Attention {
             }
         };
         let y = y.f_transpose(1, 2)?.f_reshape([b, t, self.heads * self.head_dim])?;
-        self.o.forward(&y)
+        self.o.forward_one(&y)
     }
 }
 
 impl Attention {
     /// Quantizes the four projections to 4 bits in groups of `group`, or back to f32 with `None`.
     pub(crate) fn quantize(&mut self, group: Option<i64>) -> Result<()> {
-        for p in [&mut self.q, &mut self.k, &mut self.v, &mut self.o] {
-            p.quantize(group)?;
-        }
-        Ok(())
+        self.qkv.quantize(group)?;
+        self.o.quantize(group)
     }
 
     /// Bytes a forward pass reads from the projections' weights.
     pub(crate) fn weight_bytes(&self) -> usize {
-        [&self.q, &self.k, &self.v, &self.o].iter().map(|p| p.bytes()).sum()
+        self.qkv.bytes() + self.o.bytes()
     }
 }

@@ -18,4 +18,3 @@ pub use loss::{lm_loss, LmLoss};
 pub use model::Decoder;
 pub use sample::{argmax, Sampler, Sampling};
 pub use spec::{DecoderSpec, FeedForward, Norm, Positions};
-
