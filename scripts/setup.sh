@@ -26,6 +26,10 @@ if ! .venv/bin/python -c "import numpy" 2>/dev/null; then
   log "installing numpy into .venv (for the PyTorch comparison scripts)"
   .venv/bin/pip install --quiet --disable-pip-version-check numpy
 fi
+if ! .venv/bin/python -c "import openai" 2>/dev/null; then
+  log "installing openai into .venv (the official client the language-model serving tests drive kiln-serve with)"
+  .venv/bin/pip install --quiet --disable-pip-version-check "openai==3.57.0"
+fi
 if ! .venv/bin/python -c "import tritonclient.http" 2>/dev/null; then
   log "installing tritonclient[http] into .venv (the independent KServe v2 client of the conformance test)"
   .venv/bin/pip install --quiet --disable-pip-version-check "tritonclient[http]==2.73.0"

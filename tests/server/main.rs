@@ -8,6 +8,7 @@ mod util;
 mod admin;
 mod conformance;
 mod errors;
+mod generation;
 mod images;
 mod lifecycle;
 mod limits;

@@ -55,6 +55,53 @@ pub fn repository() -> tempfile::TempDir {
     repo
 }
 
+/// A small language model saved as a package once per test process: a byte-level BPE
+/// tokenizer trained on a paragraph of Genesis, a Llama-style decoder of seeded random
+/// weights (the output projection scaled up so that the most likely token stands clear of
+/// the next, as in a trained model), a ChatML template and EOS as its stop token.
+pub fn language_package() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let text = "In the beginning God created the heaven and the earth. And the earth was without form, \
+                    and void; and darkness was upon the face of the deep. And the Spirit of God moved upon the \
+                    face of the waters. And God said, Let there be light: and there was light. \u{e9}\u{e8} \u{1f600}";
+        let tok = kiln_text::Tokenizer::train(std::iter::repeat_n(text, 20), 320).unwrap();
+        let spec = kiln_model::DecoderSpec {
+            vocab: 320,
+            width: 64,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            ffn_width: 128,
+            context: 1024,
+            ..kiln_model::DecoderSpec::default()
+        };
+        kiln_tensor::tch::manual_seed(11);
+        let model = kiln_model::Decoder::new(spec, kiln_tensor::Device::Cpu).unwrap();
+        kiln_tensor::tch::no_grad(|| {
+            let _ = model.output_weight().shallow_clone().g_mul_scalar_(12.0);
+        });
+        let mut manifest = kiln_package::Manifest::language_model("tiny", 1, &model, tok.special());
+        manifest.chat_template = Some(
+            "{% for m in messages %}<|bos|>{{ m['role'] }}\n{{ m['content'] }}<|eos|>\n{% endfor %}\
+             {% if add_generation_prompt %}<|bos|>assistant\n{% endif %}"
+                .into(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = dir.path().join("package");
+        kiln_package::LanguagePackage::save(&pkg, manifest, &model, &tok).unwrap();
+        (dir, pkg)
+    })
+    .1
+}
+
+/// [`repository`] with the language model `tiny` version 1 beside `fashion`.
+pub fn lm_repository() -> tempfile::TempDir {
+    let repo = repository();
+    copy_dir(language_package(), &repo.path().join("tiny").join("1"));
+    repo
+}
+
 /// A running server, killed when dropped.
 pub struct Server {
     child: Child,

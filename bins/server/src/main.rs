@@ -77,6 +77,28 @@ struct Args {
     /// (health, /metrics and /openapi.json stay open).
     #[arg(long, env = "KILN_INFERENCE_TOKEN", hide_env_values = true)]
     inference_token: Option<String>,
+    /// Sequences a language-model instance generates at once (continuous batching: they
+    /// join and leave between decoding steps).
+    #[arg(long, env = "KILN_MAX_SEQUENCES", default_value_t = 16)]
+    max_sequences: usize,
+    /// Bytes of keys and values (the KV cache) each language-model instance keeps; with
+    /// --max-sequences it sets the tokens a sequence may hold (at most the model's context).
+    #[arg(long, env = "KILN_KV_CACHE_BYTES", default_value_t = 1 << 30)]
+    kv_cache_bytes: u64,
+    /// Prompt tokens a language-model instance prefills between two decoding steps of the
+    /// running sequences (a longer prompt is prefilled alone).
+    #[arg(long, env = "KILN_MAX_PREFILL_TOKENS", default_value_t = 512)]
+    max_prefill_tokens: usize,
+    /// Language models run with weights quantized: int4 (4-bit groups of 32, CPU).
+    #[arg(long, env = "KILN_QUANTIZE")]
+    quantize: Option<Quantize>,
+}
+
+/// How language models keep their weights.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Quantize {
+    /// 4-bit integers in groups of 32 inputs with bf16 scales; the output projection in bf16.
+    Int4,
 }
 
 /// A poll interval; `None` is off.
@@ -133,6 +155,10 @@ async fn main() -> ExitCode {
         max_image_pixels: a.max_image_pixels,
         decode_threads: a.decode_threads,
         request_timeout: Duration::from_secs(a.request_timeout_s),
+        max_sequences: a.max_sequences.max(1),
+        kv_cache_bytes: a.kv_cache_bytes,
+        max_prefill_tokens: a.max_prefill_tokens.max(1),
+        quantize_int4: matches!(a.quantize, Some(Quantize::Int4)),
     };
     let bind = config.bind.clone();
     let (state, warnings) = match AppState::load(config) {

@@ -85,13 +85,46 @@ impl LanguagePackage {
         let dir = dir.as_ref();
         let manifest = crate::Package::read_manifest(dir)?;
         let mpath = dir.join(MANIFEST_FILE);
-        let (ModelSpec::Decoder(spec), Some(tok_ref)) = (&manifest.model, &manifest.tokenizer) else {
+        let ModelSpec::Decoder(spec) = &manifest.model else {
             return Err(Error::invalid(
                 &mpath,
                 format!(
                     "holds a {} classifier, not a language model; load it with Package::load",
                     manifest.model.arch()
                 ),
+            ));
+        };
+        let tokenizer = Self::load_tokenizer(dir, &manifest)?;
+        let wpath = dir.join(&manifest.weights.file);
+        let weights = read_verified(&wpath, &manifest.weights.sha256, manifest.weights.bytes, "weights")?;
+        let mut model = Decoder::new(spec.clone(), device)?;
+        decode_weights(&weights, &mut model).map_err(|e| Error::invalid(&wpath, e.to_string()))?;
+        Ok(LanguagePackage {
+            dir: dir.to_path_buf(),
+            manifest,
+            model,
+            tokenizer,
+        })
+    }
+
+    /// The tokenizer of the language-model package at `dir` whose manifest is `manifest`,
+    /// its sha256 verified: what a server needs besides the model.
+    pub fn load_tokenizer(dir: impl AsRef<Path>, manifest: &Manifest) -> Result<Tokenizer> {
+        let dir = dir.as_ref();
+        let mpath = dir.join(MANIFEST_FILE);
+        let ModelSpec::Decoder(spec) = &manifest.model else {
+            return Err(Error::invalid(
+                &mpath,
+                format!(
+                    "holds a {} classifier, not a language model; load it with Package::load",
+                    manifest.model.arch()
+                ),
+            ));
+        };
+        let Some(tok_ref) = &manifest.tokenizer else {
+            return Err(Error::invalid(
+                &mpath,
+                "names no tokenizer; a language-model package needs one (tokenizer.json)",
             ));
         };
         let tpath = dir.join(&tok_ref.file);
@@ -110,15 +143,6 @@ impl LanguagePackage {
                 ),
             ));
         }
-        let wpath = dir.join(&manifest.weights.file);
-        let weights = read_verified(&wpath, &manifest.weights.sha256, manifest.weights.bytes, "weights")?;
-        let mut model = Decoder::new(spec.clone(), device)?;
-        decode_weights(&weights, &mut model).map_err(|e| Error::invalid(&wpath, e.to_string()))?;
-        Ok(LanguagePackage {
-            dir: dir.to_path_buf(),
-            manifest,
-            model,
-            tokenizer,
-        })
+        Ok(tokenizer)
     }
 }

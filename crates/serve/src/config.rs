@@ -47,6 +47,17 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// Bearer token the inference and metadata endpoints require; `None`: open.
     pub inference_token: Option<String>,
+    /// Sequences a language-model instance generates at once (rows of its KV cache).
+    pub max_sequences: usize,
+    /// Bytes of keys and values a language-model instance may keep: with
+    /// `max_sequences`, it sets how many tokens each sequence may hold (at most the
+    /// model's context).
+    pub kv_cache_bytes: u64,
+    /// Prompt tokens a language-model instance prefills per step before decoding the
+    /// running sequences again (a longer prompt is prefilled alone).
+    pub max_prefill_tokens: usize,
+    /// Run language models with 4-bit weights (CPU).
+    pub quantize_int4: bool,
 }
 
 impl Default for ServeConfig {
@@ -69,6 +80,10 @@ impl Default for ServeConfig {
             access_log: false,
             admin_token: None,
             inference_token: None,
+            max_sequences: 16,
+            kv_cache_bytes: 1 << 30,
+            max_prefill_tokens: 512,
+            quantize_int4: false,
         }
     }
 }

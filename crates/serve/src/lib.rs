@@ -6,18 +6,23 @@
 //! ([`worker`]); a full queue answers 429 at once. The HTTP layer ([`routes`]) speaks the
 //! KServe v2 / Open Inference Protocol and the classic recipe's `POST /predict`.
 
+mod completion;
 mod config;
 mod decode;
+pub mod engine;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod generator;
 pub mod metrics;
 mod policy;
+mod pool;
 mod repository;
 pub mod routes;
 mod state;
 pub mod worker;
 
+pub use completion::{Piece, Prompt, TextRequest, TextStream};
 pub use config::{ServeConfig, DEFAULT_MAX_IMAGE_PIXELS};
 pub use decode::DecodePool;
 pub use error::{Error, Result};

@@ -97,6 +97,176 @@ impl Default for InstanceMetrics {
     }
 }
 
+/// Bucket bounds for the time between tokens, in seconds: finer than [`SECONDS`].
+pub const TOKEN_SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Per language-model version: what its schedulers measured, token by token.
+#[derive(Debug)]
+pub struct GenerationMetrics {
+    /// Seconds from a request's arrival to its first token.
+    pub ttft: Mutex<Histogram>,
+    /// Seconds between a sequence's tokens.
+    pub itl: Mutex<Histogram>,
+    /// Seconds from a request's arrival to its last token.
+    pub e2e: Mutex<Histogram>,
+    /// Prompt tokens prefilled.
+    pub prompt_tokens: AtomicU64,
+    /// Tokens generated.
+    pub generated_tokens: AtomicU64,
+    /// Sequences that ended with a stop token or string.
+    pub finished_stop: AtomicU64,
+    /// Sequences that ended at their token limit or the row's capacity.
+    pub finished_length: AtomicU64,
+    /// Sequences the model failed.
+    pub failed: AtomicU64,
+    /// Sequences running now.
+    pub running: AtomicU64,
+    /// KV-cache rows (sequences the instances can hold at once).
+    pub rows: AtomicU64,
+    /// Tokens each row holds at most.
+    pub capacity: AtomicU64,
+    /// Tokens held in the KV cache now.
+    pub kv_tokens: AtomicU64,
+}
+
+impl Default for GenerationMetrics {
+    fn default() -> Self {
+        GenerationMetrics {
+            ttft: Mutex::new(Histogram::new(SECONDS)),
+            itl: Mutex::new(Histogram::new(TOKEN_SECONDS)),
+            e2e: Mutex::new(Histogram::new(SECONDS)),
+            prompt_tokens: AtomicU64::new(0),
+            generated_tokens: AtomicU64::new(0),
+            finished_stop: AtomicU64::new(0),
+            finished_length: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            running: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            capacity: AtomicU64::new(0),
+            kv_tokens: AtomicU64::new(0),
+        }
+    }
+}
+
+impl GenerationMetrics {
+    /// A token was made, `since` after the sequence's previous one (after its arrival for
+    /// the first).
+    pub fn observe_token(&self, first: bool, since: Duration) {
+        let h = if first { &self.ttft } else { &self.itl };
+        lock(h).observe(since.as_secs_f64());
+    }
+
+    /// A sequence ended: `Some` finish reason, or `None` when the model failed.
+    pub fn finished(&self, finish: Option<kiln_model::Finish>) {
+        let counter = match finish {
+            Some(kiln_model::Finish::Stop) => &self.finished_stop,
+            Some(kiln_model::Finish::Length) => &self.finished_length,
+            None => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends the Prometheus text of `versions` (model, version, metrics).
+    pub fn render(out: &mut String, versions: &[(String, u64, &GenerationMetrics)]) {
+        if versions.is_empty() {
+            return;
+        }
+        let labels = |name: &str, v: u64| format!("model=\"{}\",version=\"{v}\"", esc(name));
+        let histograms: [(&str, &str, fn(&GenerationMetrics) -> &Mutex<Histogram>); 3] = [
+            (
+                "kiln_time_to_first_token_seconds",
+                "Seconds from a generation request's arrival to its first token.",
+                |g| &g.ttft,
+            ),
+            (
+                "kiln_inter_token_latency_seconds",
+                "Seconds between consecutive tokens of a sequence.",
+                |g| &g.itl,
+            ),
+            (
+                "kiln_e2e_request_latency_seconds",
+                "Seconds from a generation request's arrival to its last token.",
+                |g| &g.e2e,
+            ),
+        ];
+        for (name, help, h) in histograms {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for (m, v, g) in versions {
+                lock(h(g)).render(out, name, &labels(m, *v));
+            }
+        }
+        let scalars: [(&str, &str, &str, fn(&GenerationMetrics) -> u64); 6] = [
+            ("kiln_prompt_tokens_total", "Prompt tokens prefilled.", "counter", |g| {
+                g.prompt_tokens.load(Ordering::Relaxed)
+            }),
+            ("kiln_generation_tokens_total", "Tokens generated.", "counter", |g| {
+                g.generated_tokens.load(Ordering::Relaxed)
+            }),
+            (
+                "kiln_num_requests_running",
+                "Sequences being generated now.",
+                "gauge",
+                |g| g.running.load(Ordering::Relaxed),
+            ),
+            (
+                "kiln_kv_cache_rows",
+                "Sequences the KV cache can hold at once.",
+                "gauge",
+                |g| g.rows.load(Ordering::Relaxed),
+            ),
+            (
+                "kiln_kv_cache_tokens",
+                "Tokens held in the KV cache now.",
+                "gauge",
+                |g| g.kv_tokens.load(Ordering::Relaxed),
+            ),
+            (
+                "kiln_kv_cache_capacity_tokens",
+                "Tokens the KV cache can hold (rows times tokens per row).",
+                "gauge",
+                |g| g.rows.load(Ordering::Relaxed) * g.capacity.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, help, kind, get) in scalars {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (m, v, g) in versions {
+                let _ = writeln!(out, "{name}{{{}}} {}", labels(m, *v), get(g));
+            }
+        }
+        let name = "kiln_kv_cache_usage_perc";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Share of the KV cache's tokens in use, 0 to 1.\n# TYPE {name} gauge"
+        );
+        for (m, v, g) in versions {
+            let cap = g.rows.load(Ordering::Relaxed) * g.capacity.load(Ordering::Relaxed);
+            let used = g.kv_tokens.load(Ordering::Relaxed) as f64 / cap.max(1) as f64;
+            let _ = writeln!(out, "{name}{{{}}} {used}", labels(m, *v));
+        }
+        let name = "kiln_request_finished_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Sequences that ended, by why.\n# TYPE {name} counter"
+        );
+        for (m, v, g) in versions {
+            for (reason, c) in [
+                ("stop", &g.finished_stop),
+                ("length", &g.finished_length),
+                ("error", &g.failed),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{},finished_reason=\"{reason}\"}} {}",
+                    labels(m, *v),
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+}
+
 /// A histogram metric of the model instances: name, help, type and where it lives.
 type Section = (
     &'static str,

@@ -1,11 +1,12 @@
 //! `AppState`: the served models, shared by every request handler, and how they follow
 //! the repository on disk ([`AppState::sync`]).
 
-use crate::metrics::{lock, InstanceMetrics, Metrics};
+use crate::engine::Engine;
+use crate::metrics::{lock, GenerationMetrics, InstanceMetrics, Metrics};
 use crate::policy::{check_instances, ModelSettings};
-use crate::worker::{Backend, Job, Loader, Worker};
+use crate::worker::Job;
 use crate::{scan, DecodePool, Error, Result, ServeConfig, VersionPolicy};
-use kiln_package::{Manifest, Package};
+use kiln_package::{Manifest, Package, Task};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,8 +24,8 @@ pub struct Model {
     pub version: u64,
     /// Its manifest.
     pub manifest: Manifest,
-    /// Its instances.
-    pub worker: Worker,
+    /// What serves it: its instances.
+    pub engine: Engine,
 }
 
 /// What a version folder looked like when it failed to load: a changed folder is retried.
@@ -241,8 +242,8 @@ impl AppState {
             keep
         });
         for (v, m) in &serving {
-            if m.worker.instances() != instances {
-                match m.worker.set_instances(instances) {
+            if m.engine.instances() != instances {
+                match m.engine.set_instances(instances) {
                     Ok(()) => log.push(format!("{name} version {v} now runs {instances} instance(s)")),
                     Err(e) => log.push(format!("warning: {name} version {v}: cannot start instances: {e}")),
                 }
@@ -258,14 +259,18 @@ impl AppState {
 
     fn load_version(&self, name: &str, version: u64, dir: &Path, instances: usize) -> Result<Model> {
         let manifest = Package::read_manifest(dir)?;
-        let (dir, device) = (dir.to_path_buf(), self.config.device);
-        let loader: Loader = Arc::new(move || Ok(Box::new(Package::load(&dir, device)?) as Box<dyn Backend>));
-        let worker = Worker::spawn(loader, instances, self.config.clone(), format!("{name}-{version}"))?;
+        let engine = Engine::spawn(
+            &manifest,
+            dir,
+            instances,
+            self.config.clone(),
+            format!("{name}-{version}"),
+        )?;
         Ok(Model {
             name: name.to_string(),
             version,
             manifest,
-            worker,
+            engine,
         })
     }
 
@@ -314,7 +319,7 @@ impl AppState {
             e.versions.values().cloned().collect()
         };
         for m in served {
-            m.worker.set_instances(n)?;
+            m.engine.set_instances(n)?;
         }
         Ok(())
     }
@@ -333,7 +338,7 @@ impl AppState {
                 });
             }
             for (v, m) in &e.versions {
-                let healthy = m.worker.healthy();
+                let healthy = m.engine.healthy();
                 out.push(VersionState {
                     name: name.clone(),
                     version: v.to_string(),
@@ -343,7 +348,7 @@ impl AppState {
                     } else {
                         "no instance is running; restarting".into()
                     },
-                    instances: m.worker.instances(),
+                    instances: m.engine.instances(),
                 });
             }
             for (v, f) in &e.failed {
@@ -406,9 +411,15 @@ impl AppState {
             .collect();
         let instances: Vec<(String, u64, &InstanceMetrics)> = served
             .iter()
-            .map(|m| (m.name.clone(), m.version, &*m.worker.metrics))
+            .map(|m| (m.name.clone(), m.version, &**m.engine.metrics()))
             .collect();
-        self.metrics.render(&instances)
+        let mut out = self.metrics.render(&instances);
+        let generation: Vec<(String, u64, &GenerationMetrics)> = served
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), m.version, m.engine.generation_metrics()?)))
+            .collect();
+        GenerationMetrics::render(&mut out, &generation);
+        out
     }
 
     /// The `model` and `version` labels of a request's metrics: the names from its URL
@@ -440,7 +451,7 @@ impl AppState {
     pub fn ready(&self) -> bool {
         let models = self.read();
         let mut served = models.values().flat_map(|e| e.versions.values()).peekable();
-        served.peek().is_some() && served.all(|m| m.worker.healthy())
+        served.peek().is_some() && served.all(|m| m.engine.healthy())
     }
 
     /// The served versions of `name`, ascending.
@@ -498,9 +509,17 @@ impl AppState {
         })
     }
 
-    /// The default model for endpoints that name none: the only one, else an error.
+    /// The default classifier for endpoints that name no model (`/predict`): the only
+    /// one, else an error. Language models served beside it do not count.
     pub fn only(&self) -> Result<Arc<Model>> {
-        let names = self.names();
+        let names: Vec<String> = {
+            let models = self.read();
+            models
+                .iter()
+                .filter(|(_, e)| e.versions.values().any(|m| m.manifest.task == Task::Classification))
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
         match names.as_slice() {
             [one] => self.get(one, None),
             [] => Err(Error::Unavailable("no model is loaded".into())),
@@ -524,7 +543,7 @@ impl AppState {
     /// Logits of model-ready samples from `model`, batched with other requests.
     pub async fn infer(&self, model: &Model, samples: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
         let (tx, rx) = oneshot::channel();
-        model.worker.submit(
+        model.engine.classifier(&model.name)?.submit(
             Job {
                 queued: std::time::Instant::now(),
                 samples,

@@ -27,6 +27,7 @@
 
 mod byte_level;
 mod cache;
+mod chat;
 mod corpus;
 mod error;
 mod loader;
@@ -37,6 +38,7 @@ mod stream;
 mod tokenizer;
 
 pub use cache::{CacheOutcome, TokenizedCorpus};
+pub use chat::{ChatMessage, ChatTemplate};
 pub use corpus::{Corpus, CorpusSource, Document};
 pub use error::{Error, Result};
 pub use loader::{TokenBatch, TokenLoader};

@@ -474,11 +474,34 @@ impl Decoder {
 
     /// Hidden states `[..., width]` to f32 logits `[..., vocab]`.
     fn project(&self, hidden: &Tensor) -> Result<Tensor> {
-        let logits = match &self.output_bf16 {
-            Some(w) => hidden.f_to_kind(Kind::BFloat16)?.f_matmul(&w.f_tr()?)?,
-            None => hidden.f_matmul(&self.output_weight().f_tr()?)?,
+        let Some(coarse_weight) = &self.output_bf16 else {
+            return Ok(hidden.f_matmul(&self.output_weight().f_tr()?)?.f_to_kind(Kind::Float)?);
         };
-        Ok(logits.f_to_kind(Kind::Float)?)
+        // bf16 logits are coarse (steps of 0.125 at 16..32): near-ties between the most
+        // likely tokens would be broken by rounding. Every token within reach of a row's
+        // largest logit is computed again exactly, in f32, from the f32 weights: a few
+        // rows of the output matrix, so greedy decoding and the top of the distribution
+        // are those of the f32 projection.
+        let width = self.spec.width;
+        let mut shape = hidden.size();
+        let rows = hidden.f_reshape([-1, width])?;
+        let mut logits = rows
+            .f_to_kind(Kind::BFloat16)?
+            .f_matmul(&coarse_weight.f_tr()?)?
+            .f_to_kind(Kind::Float)?;
+        let top = logits.f_amax([-1].as_slice(), true)?;
+        let reach = top.f_abs()?.f_mul_scalar(1.0 / 32.0)?.f_clamp_min(1.0)?;
+        let near = logits.f_ge_tensor(&top.f_sub(&reach)?)?.f_nonzero()?; // [K, 2]: (row, token)
+        let (row, token) = (near.f_select(1, 0)?, near.f_select(1, 1)?);
+        let exact = rows
+            .f_index_select(0, &row)?
+            .f_mul(&self.output_weight().f_index_select(0, &token)?)?
+            .f_sum_dim_intlist([-1].as_slice(), false, Kind::Float)?;
+        let _ = logits.f_index_put_(&[Some(row), Some(token)], &exact, false)?;
+        if let Some(last) = shape.last_mut() {
+            *last = self.spec.vocab;
+        }
+        Ok(logits.f_reshape(shape.as_slice())?)
     }
 
     /// The final norm's output `[B, T, width]`: what the output projection reads.

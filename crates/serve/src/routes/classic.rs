@@ -114,6 +114,7 @@ async fn predict(
         Some(name) => state.get(&name, None)?,
         None => state.only()?,
     };
+    m.engine.classifier(&m.name)?;
     let sample = match input {
         Input::Values(v) => m.manifest.prepare_values(flatten(&v, "FP64")?),
         Input::Encoded(bytes) => {

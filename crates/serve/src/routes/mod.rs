@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 pub(crate) mod classic;
 mod observe;
+mod openai;
 mod parameters;
 mod tensor;
 pub(crate) mod tfserving;
@@ -76,6 +77,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .configure(admin::configure)
             .configure(classic::configure)
             .configure(observe::configure)
-            .configure(tfserving::configure);
+            .configure(tfserving::configure)
+            .configure(openai::configure);
     }
 }

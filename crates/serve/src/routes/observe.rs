@@ -48,6 +48,10 @@ fn classify(path: &str) -> (String, String, &'static str) {
             (name.to_string(), version, endpoint)
         }
         ["v2"] => (String::new(), String::new(), "server_metadata"),
+        // The model is named in the body; per-model figures are in the generation metrics.
+        ["v1", "completions"] => (String::new(), String::new(), "completions"),
+        ["v1", "chat", "completions"] => (String::new(), String::new(), "chat_completions"),
+        ["v1", "models"] => (String::new(), String::new(), "models"),
         _ => (String::new(), String::new(), "other"),
     }
 }
@@ -101,6 +105,7 @@ mod tests {
             include_str!("classic.rs"),
             include_str!("tfserving.rs"),
             include_str!("observe.rs"),
+            include_str!("openai.rs"),
         ];
         let mut out = BTreeSet::new();
         for src in sources {

@@ -148,6 +148,7 @@ async fn run(
     req: PredictRequest,
 ) -> Result<HttpResponse> {
     let m = state.get(name, version)?;
+    m.engine.classifier(&m.name)?;
     let (samples, columnar) = samples_of(req, name, &m.manifest.input.name, state.config.max_batch)?;
     let samples = samples
         .into_iter()

@@ -78,8 +78,8 @@ async fn model_metadata(_: Caller, state: web::Data<AppState>, path: web::Path<M
 
 async fn model_ready(_: Caller, state: web::Data<AppState>, path: web::Path<ModelPath>) -> Result<HttpResponse> {
     let m = state.get(&path.name, path.version.as_deref())?;
-    let body = json!({"name": m.name, "version": m.version.to_string(), "ready": m.worker.healthy()});
-    Ok(if m.worker.healthy() {
+    let body = json!({"name": m.name, "version": m.version.to_string(), "ready": m.engine.healthy()});
+    Ok(if m.engine.healthy() {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
@@ -167,6 +167,7 @@ async fn infer(
     body: web::Json<InferRequest>,
 ) -> Result<HttpResponse> {
     let m = state.get(&path.name, path.version.as_deref())?;
+    m.engine.classifier(&m.name)?;
     let req = body.into_inner();
     req.check()?;
     let [input] = req.inputs.as_slice() else {

@@ -1,0 +1,441 @@
+//! Language models over the OpenAI-compatible API: a real `kiln-serve` serving a small
+//! decoder beside a classifier; completions and chat, whole and streamed; stop strings;
+//! seeds; many streams at once against each one's solo answer; a client hanging up;
+//! overload; and every bad request answered in OpenAI's error shape.
+
+use crate::util::{lm_repository, wait_for, Server};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+
+/// The JSON events of a Server-Sent Events body, and whether it ended with `[DONE]`.
+fn events(body: &Value) -> (Vec<Value>, bool) {
+    let text = body.as_str().expect("an event stream, not JSON");
+    let mut out = Vec::new();
+    let mut done = false;
+    for block in text.split("\n\n").filter(|b| !b.is_empty()) {
+        let data = block.strip_prefix("data: ").expect("every event is one data line");
+        assert!(!done, "an event after [DONE]: {data}");
+        if data == "[DONE]" {
+            done = true;
+        } else {
+            out.push(serde_json::from_str(data).unwrap());
+        }
+    }
+    (out, done)
+}
+
+/// The streamed text of completion or chat chunks, and the last finish reason.
+fn streamed_text(chunks: &[Value]) -> (String, Option<String>) {
+    let mut text = String::new();
+    let mut finish = None;
+    for c in chunks {
+        for choice in c["choices"].as_array().unwrap() {
+            let piece = choice["text"]
+                .as_str()
+                .or_else(|| choice["delta"]["content"].as_str())
+                .unwrap_or("");
+            text.push_str(piece);
+            if let Some(f) = choice["finish_reason"].as_str() {
+                finish = Some(f.to_string());
+            }
+        }
+    }
+    (text, finish)
+}
+
+fn complete(s: &Server, body: Value) -> (u16, Value) {
+    s.post("/v1/completions", &body)
+}
+
+fn greedy(prompt: &str, max_tokens: u64) -> Value {
+    json!({"model": "tiny", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
+}
+
+#[test]
+fn completions_and_chat_answer_in_openai_shape_and_stream_the_same_text() {
+    let s = Server::start_on(lm_repository(), &[]);
+    let (status, list) = s.get("/v1/models");
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["tiny"], "only language models are listed: {list}");
+
+    let (status, whole) = complete(&s, greedy("And God said", 12));
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole["object"], "text_completion");
+    assert_eq!(whole["model"], "tiny");
+    let choice = &whole["choices"][0];
+    let text = choice["text"].as_str().unwrap();
+    assert_eq!(whole["usage"]["completion_tokens"], 12, "{whole}");
+    assert_eq!(choice["finish_reason"], "length");
+    assert_eq!(
+        whole["usage"]["total_tokens"].as_u64().unwrap(),
+        whole["usage"]["prompt_tokens"].as_u64().unwrap() + 12
+    );
+
+    let mut body = greedy("And God said", 12);
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let (status, _, sse) = s.post_raw(
+        "/v1/completions",
+        "application/json",
+        serde_json::to_vec(&body).unwrap(),
+    );
+    assert_eq!(status, 200);
+    let (chunks, done) = events(&sse);
+    assert!(done, "the stream ends with [DONE]");
+    let (streamed, finish) = streamed_text(&chunks);
+    assert_eq!(streamed, text, "the streamed text is the whole answer's");
+    assert_eq!(finish.as_deref(), Some("length"));
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]), "the usage chunk has no choices");
+    assert_eq!(last["usage"], whole["usage"]);
+    assert!(chunks[..chunks.len() - 1].iter().all(|c| c["usage"].is_null()));
+
+    // Chat: the template renders the messages; whole and streamed agree.
+    let chat = json!({"model": "tiny", "messages": [{"role": "user", "content": "Let there be light"}],
+                      "max_tokens": 10, "temperature": 0});
+    let (status, whole) = s.post("/v1/chat/completions", &chat);
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole["object"], "chat.completion");
+    assert_eq!(whole["choices"][0]["message"]["role"], "assistant");
+    let answer = whole["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let mut streaming = chat.clone();
+    streaming["stream"] = json!(true);
+    let (_, _, sse) = s.post_raw(
+        "/v1/chat/completions",
+        "application/json",
+        serde_json::to_vec(&streaming).unwrap(),
+    );
+    let (chunks, done) = events(&sse);
+    assert!(done);
+    assert_eq!(chunks[0]["object"], "chat.completion.chunk");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(streamed_text(&chunks).0, answer);
+    // The chat prompt is longer than the message: the template's tokens are in it.
+    assert!(whole["usage"]["prompt_tokens"].as_u64().unwrap() > 6, "{whole}");
+    assert!(s.healthy());
+}
+
+#[test]
+fn a_stop_string_ends_the_text_before_it_whole_or_streamed() {
+    let s = Server::start_on(lm_repository(), &[]);
+    let (_, whole) = complete(&s, greedy("In the beginning", 40));
+    let text = whole["choices"][0]["text"].as_str().unwrap().to_string();
+    // A stop string taken from the middle of the answer (whole characters).
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() >= 8, "the answer is too short to cut: {text:?}");
+    let at = chars.len() / 2;
+    let stop: String = chars[at..at + 3].iter().collect();
+    let before: String = text[..text.find(&stop).unwrap()].to_string();
+    let mut body = greedy("In the beginning", 40);
+    body["stop"] = json!([stop]);
+    let (status, cut) = complete(&s, body.clone());
+    assert_eq!(status, 200, "{cut}");
+    assert_eq!(cut["choices"][0]["text"], before, "cut at {stop:?}");
+    assert_eq!(cut["choices"][0]["finish_reason"], "stop");
+    body["stream"] = json!(true);
+    let (_, _, sse) = s.post_raw(
+        "/v1/completions",
+        "application/json",
+        serde_json::to_vec(&body).unwrap(),
+    );
+    let (chunks, done) = events(&sse);
+    assert!(done);
+    let (streamed, finish) = streamed_text(&chunks);
+    assert_eq!(streamed, before, "no part of the stop string is streamed");
+    assert_eq!(finish.as_deref(), Some("stop"));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_text() {
+    let s = Server::start_on(lm_repository(), &[]);
+    let sampled = |seed: u64| {
+        let body =
+            json!({"model": "tiny", "prompt": "And God said", "max_tokens": 24, "temperature": 2.0, "seed": seed});
+        let (status, r) = complete(&s, body);
+        assert_eq!(status, 200, "{r}");
+        r["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    assert_eq!(sampled(7), sampled(7));
+    let others: Vec<String> = (100..104).map(sampled).collect();
+    assert!(
+        others.iter().any(|t| *t != sampled(7)),
+        "four other seeds all gave the same text"
+    );
+}
+
+#[test]
+fn sixteen_concurrent_streams_each_equal_their_solo_answer() {
+    let s = Server::start_on(lm_repository(), &["--max-sequences", "16", "--http-workers", "4"]);
+    let prompts: Vec<String> = (0..16)
+        .map(|i| {
+            format!(
+                "{} the face of the {} ",
+                ["And", "In", "Let"][i % 3],
+                ["deep", "waters", "earth", "light"][i % 4]
+            )
+            .repeat(1 + i % 3)
+        })
+        .collect();
+    let body = |p: &str| json!({"model": "tiny", "prompt": p, "max_tokens": 32, "temperature": 0, "stream": true});
+    let run = |p: &str| {
+        let (status, _, sse) = s.post_raw(
+            "/v1/completions",
+            "application/json",
+            serde_json::to_vec(&body(p)).unwrap(),
+        );
+        assert_eq!(status, 200);
+        let (chunks, done) = events(&sse);
+        assert!(done);
+        streamed_text(&chunks).0
+    };
+    let solo: Vec<String> = prompts.iter().map(|p| run(p)).collect();
+    let steps_before = s.metric("kiln_batch_size_count", "tiny");
+    let together: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts.iter().map(|p| scope.spawn(move || run(p))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (a, b)) in solo.iter().zip(&together).enumerate() {
+        assert_eq!(a, b, "stream {i} ({:?}) differs from its solo answer", prompts[i]);
+    }
+    // Decoding steps really held several sequences: fewer steps than tokens.
+    let steps = s.metric("kiln_batch_size_count", "tiny") - steps_before;
+    let rows = s.metric("kiln_batch_size_sum", "tiny");
+    assert!(
+        steps > 0.0 && steps < 16.0 * 31.0 / 2.0,
+        "{steps} decoding steps for 16 x 31 tokens"
+    );
+    assert!(rows > steps, "sequences per step never above 1");
+    assert_eq!(s.metric("kiln_num_requests_running", "tiny"), 0.0);
+    assert!(s.metric("kiln_generation_tokens_total", "tiny") >= 32.0 * 32.0);
+}
+
+#[test]
+fn a_client_that_hangs_up_mid_stream_frees_its_sequence() {
+    let s = Server::start_on(lm_repository(), &["--max-sequences", "2"]);
+    let addr = s.url.trim_start_matches("http://").to_string();
+    // 1,000 tokens: the sequence is still running when the client goes.
+    let body = serde_json::to_vec(&json!({"model": "tiny", "prompt": "And", "max_tokens": 1000,
+                                          "temperature": 0, "stream": true}))
+    .unwrap();
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        conn,
+        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    conn.write_all(&body).unwrap();
+    let mut first = [0u8; 256];
+    let n = conn.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    drop(conn);
+    wait_for("the sequence to be freed", || {
+        s.metric("kiln_num_requests_running", "tiny") == 0.0 && s.metric("kiln_cancelled_total", "tiny") >= 1.0
+    });
+    let (status, r) = complete(&s, greedy("And", 8));
+    assert_eq!(status, 200, "{r}");
+    assert!(s.healthy());
+}
+
+#[test]
+fn a_full_queue_answers_429_at_once_and_the_server_recovers() {
+    let s = Server::start_on(
+        lm_repository(),
+        &["--max-sequences", "1", "--queue-capacity", "1", "--http-workers", "8"],
+    );
+    let codes: Vec<(u16, Option<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let (status, retry, _) = s.post_raw(
+                        "/v1/completions",
+                        "application/json",
+                        serde_json::to_vec(&greedy("And God said", 100)).unwrap(),
+                    );
+                    (status, retry)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let refused: Vec<_> = codes.iter().filter(|(c, _)| *c == 429).collect();
+    assert!(!refused.is_empty(), "no 429 among {codes:?}");
+    assert!(
+        refused.iter().all(|(_, r)| r.as_deref() == Some("1")),
+        "429 without Retry-After: {codes:?}"
+    );
+    assert!(codes.iter().all(|(c, _)| *c == 200 || *c == 429), "{codes:?}");
+    assert_eq!(complete(&s, greedy("And", 4)).0, 200);
+    assert!(s.healthy());
+}
+
+#[test]
+fn bad_requests_get_openai_errors_naming_what_is_wrong() {
+    let s = Server::start_on(lm_repository(), &[]);
+    let long = "light ".repeat(2000);
+    let cases: Vec<(&str, Value, u16, &str, Option<&str>)> = vec![
+        (
+            "/v1/completions",
+            json!({"model": "nope", "prompt": "x"}),
+            404,
+            "no model named \"nope\"",
+            None,
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": long}),
+            400,
+            "holds at most 1024 tokens",
+            None,
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": "x", "max_tokens": 0}),
+            400,
+            "at least 1",
+            Some("max_tokens"),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": "x", "max_tokens": 5000}),
+            400,
+            "tokens left after the prompt",
+            None,
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": "x", "temperature": 3}),
+            400,
+            "between 0 and 2",
+            Some("temperature"),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": "x", "top_p": 0}),
+            400,
+            "top_p",
+            Some("top_p"),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": "x", "n": 2}),
+            400,
+            "one choice",
+            Some("n"),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": "x", "bogus": 1}),
+            400,
+            "unknown field `bogus`",
+            Some("body"),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "tiny", "prompt": [99999]}),
+            400,
+            "outside model tiny's vocabulary",
+            None,
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "fashion", "prompt": "x"}),
+            400,
+            "is a classifier",
+            None,
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": [{"content": "hi"}]}),
+            400,
+            "has no role",
+            Some("messages"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": [{"role": "robot", "content": "hi"}]}),
+            400,
+            "role \"robot\"",
+            Some("messages"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": []}),
+            400,
+            "messages is empty",
+            None,
+        ),
+    ];
+    for (path, body, status, message, param) in cases {
+        let (got, r) = s.post(path, &body);
+        assert_eq!(got, status, "{body}: {r}");
+        let e = &r["error"];
+        assert!(e["message"].as_str().unwrap().contains(message), "{body}: {r}");
+        assert!(e["type"].is_string() && e.get("code").is_some(), "{r}");
+        assert_eq!(e["param"].as_str(), param, "{body}: {r}");
+    }
+    // A language model addressed as a classifier.
+    let (status, r) = s.post("/v2/models/tiny/infer", &json!({"inputs": []}));
+    assert_eq!(status, 400);
+    assert!(r["error"].as_str().unwrap().contains("is a language model"), "{r}");
+    // Malformed JSON.
+    let (status, _, r) = s.post_raw("/v1/completions", "application/json", b"{".to_vec());
+    assert_eq!(status, 400);
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("not a valid request"),
+        "{r}"
+    );
+    assert!(s.healthy());
+}
+
+#[test]
+fn the_openai_python_client_drives_the_server() {
+    let s = Server::start_on(lm_repository(), &[]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/server/openai_check.py");
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(format!("{}/v1", s.url))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the openai client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["models"], json!(["tiny"]));
+    assert_eq!(r["completion_finish"], "length");
+    assert_eq!(r["completion_tokens"], 8);
+    assert_eq!(r["streamed"], r["completion"], "{r}");
+    assert_eq!(r["chat_streamed"], r["chat"], "{r}");
+    assert_eq!(r["stop_finish"], "stop");
+    assert!(
+        r["completion"]
+            .as_str()
+            .unwrap()
+            .starts_with(r["stopped"].as_str().unwrap()),
+        "{r}"
+    );
+    assert_eq!(r["seeded_a"], r["seeded_b"]);
+    assert_eq!(r["not_found"]["status"], 404);
+    assert!(
+        r["not_found"]["message"].as_str().unwrap().contains("no model named"),
+        "{r}"
+    );
+    assert_eq!(r["bad_request"]["status"], 400);
+    assert!(
+        r["bad_request"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("temperature must be between 0 and 2"),
+        "{r}"
+    );
+}
