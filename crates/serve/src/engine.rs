@@ -18,7 +18,7 @@ pub enum Engine {
     /// A classifier: batches of samples to logits.
     Classify(Worker),
     /// A language model: prompts to token streams.
-    Generate(LanguageModel),
+    Generate(Box<LanguageModel>),
 }
 
 /// A language model as the server runs it.
@@ -50,7 +50,9 @@ impl Engine {
                 let loader: Loader = Arc::new(move || Ok(Box::new(Package::load(&dir, device)?) as Box<dyn Backend>));
                 Ok(Engine::Classify(Worker::spawn(loader, instances, config, label)?))
             }
-            Task::LanguageModel => LanguageModel::spawn(manifest, dir, instances, config, label).map(Engine::Generate),
+            Task::LanguageModel => {
+                LanguageModel::spawn(manifest, dir, instances, config, label).map(|m| Engine::Generate(Box::new(m)))
+            }
         }
     }
 

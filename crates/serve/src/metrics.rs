@@ -102,6 +102,12 @@ pub const TOKEN_SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// A histogram of the generation metrics: name, help and where it lives.
+type GenerationHistogram = (&'static str, &'static str, fn(&GenerationMetrics) -> &Mutex<Histogram>);
+
+/// A gauge or counter of the generation metrics: name, help, type and how to read it.
+type GenerationScalar = (&'static str, &'static str, &'static str, fn(&GenerationMetrics) -> u64);
+
 /// Per language-model version: what its schedulers measured, token by token.
 #[derive(Debug)]
 pub struct GenerationMetrics {
@@ -174,7 +180,7 @@ impl GenerationMetrics {
             return;
         }
         let labels = |name: &str, v: u64| format!("model=\"{}\",version=\"{v}\"", esc(name));
-        let histograms: [(&str, &str, fn(&GenerationMetrics) -> &Mutex<Histogram>); 3] = [
+        let histograms: [GenerationHistogram; 3] = [
             (
                 "kiln_time_to_first_token_seconds",
                 "Seconds from a generation request's arrival to its first token.",
@@ -197,7 +203,7 @@ impl GenerationMetrics {
                 lock(h(g)).render(out, name, &labels(m, *v));
             }
         }
-        let scalars: [(&str, &str, &str, fn(&GenerationMetrics) -> u64); 6] = [
+        let scalars: [GenerationScalar; 6] = [
             ("kiln_prompt_tokens_total", "Prompt tokens prefilled.", "counter", |g| {
                 g.prompt_tokens.load(Ordering::Relaxed)
             }),
