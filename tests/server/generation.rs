@@ -439,3 +439,45 @@ fn the_openai_python_client_drives_the_server() {
         "{r}"
     );
 }
+
+#[test]
+fn the_kserve_generate_extension_answers_whole_and_streamed() {
+    let s = Server::start_on(lm_repository(), &[]);
+    let body = json!({"text_input": "And God said", "parameters": {"max_tokens": 10, "temperature": 0}, "id": "r1"});
+    let (status, whole) = s.post("/v2/models/tiny/generate", &body);
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(
+        (whole["model_name"].as_str(), whole["model_version"].as_str()),
+        (Some("tiny"), Some("1"))
+    );
+    assert_eq!(whole["finish_reason"], "length");
+    assert_eq!(whole["id"], "r1");
+    // The same text as the OpenAI route gives.
+    let (_, openai) = complete(&s, greedy("And God said", 10));
+    assert_eq!(whole["text_output"], openai["choices"][0]["text"]);
+    let (status, _, sse) = s.post_raw(
+        "/v2/models/tiny/versions/1/generate_stream",
+        "application/json",
+        serde_json::to_vec(&body).unwrap(),
+    );
+    assert_eq!(status, 200);
+    let (pieces, done) = events(&sse);
+    assert!(!done, "the generate extension has no [DONE]");
+    let text: String = pieces.iter().map(|p| p["text_output"].as_str().unwrap()).collect();
+    assert_eq!(text, whole["text_output"].as_str().unwrap());
+    assert_eq!(pieces.last().unwrap()["finish_reason"], "length");
+    assert!(pieces[..pieces.len() - 1]
+        .iter()
+        .all(|p| p.get("finish_reason").is_none()));
+    // Errors are v2's.
+    let (status, r) = s.post("/v2/models/fashion/generate", &body);
+    assert_eq!(status, 400);
+    assert!(r["error"].as_str().unwrap().contains("is a classifier"), "{r}");
+    let (status, r) = s.post(
+        "/v2/models/tiny/generate",
+        &json!({"text_input": "x", "parameters": {"beams": 2}}),
+    );
+    assert_eq!(status, 400);
+    assert!(r["error"].as_str().unwrap().contains("unknown field `beams`"), "{r}");
+    assert!(s.healthy());
+}

@@ -3,6 +3,7 @@
 mod admin;
 mod auth;
 pub(crate) mod classic;
+mod generate;
 mod observe;
 mod openai;
 mod parameters;
@@ -78,6 +79,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .configure(classic::configure)
             .configure(observe::configure)
             .configure(tfserving::configure)
-            .configure(openai::configure);
+            .configure(openai::configure)
+            .configure(generate::configure);
     }
 }

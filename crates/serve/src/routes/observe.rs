@@ -41,6 +41,8 @@ fn classify(path: &str) -> (String, String, &'static str) {
             };
             let endpoint = match rest {
                 ["infer"] => "infer",
+                ["generate"] => "generate",
+                ["generate_stream"] => "generate_stream",
                 ["ready"] => "model_ready",
                 [] => "model_metadata",
                 _ => "other",
@@ -106,18 +108,24 @@ mod tests {
             include_str!("tfserving.rs"),
             include_str!("observe.rs"),
             include_str!("openai.rs"),
+            include_str!("generate.rs"),
         ];
         let mut out = BTreeSet::new();
         for src in sources {
-            for part in src.split(".route(\"").skip(1) {
+            // Each route call, on one line or wrapped by rustfmt; its path starts with '/'.
+            for part in src.split(".route(").skip(1) {
+                let Some(part) = part.trim_start().strip_prefix("\"/") else {
+                    continue;
+                };
                 let (path, rest) = part.split_once('"').unwrap();
+                let path = format!("/{path}");
                 let method = rest.split("web::").nth(1).unwrap().split('(').next().unwrap();
-                let path = match (method, path) {
+                let path = match (method, path.as_str()) {
                     ("post", "/v1/models/{name}") => "/v1/models/{name}:predict".to_string(),
                     ("post", "/v1/models/{name}/versions/{version}") => {
                         "/v1/models/{name}/versions/{version}:predict".to_string()
                     }
-                    _ => path.to_string(),
+                    _ => path,
                 };
                 out.insert((method.to_string(), path));
             }

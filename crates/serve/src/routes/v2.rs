@@ -21,9 +21,9 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize)]
-struct ModelPath {
-    name: String,
-    version: Option<String>,
+pub(super) struct ModelPath {
+    pub(super) name: String,
+    pub(super) version: Option<String>,
 }
 
 async fn server_metadata() -> HttpResponse {
