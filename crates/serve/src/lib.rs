@@ -9,6 +9,7 @@
 mod completion;
 mod config;
 mod decode;
+mod dispatch;
 pub mod engine;
 mod error;
 #[doc(hidden)]
@@ -17,9 +18,11 @@ pub mod generator;
 pub mod metrics;
 mod policy;
 mod pool;
+mod registry;
 mod repository;
 pub mod routes;
 mod state;
+mod watch;
 pub mod worker;
 
 pub use completion::{Piece, Prompt, TextRequest, TextStream};
@@ -27,5 +30,7 @@ pub use config::{ServeConfig, DEFAULT_MAX_IMAGE_PIXELS};
 pub use decode::DecodePool;
 pub use error::{Error, Result};
 pub use policy::{ModelSettings, VersionPolicy, MAX_INSTANCES};
+pub use registry::{Model, Registry, VersionState, UNKNOWN_LABEL};
 pub use repository::{scan, ModelVersionDir};
-pub use state::{log_lines, AppState, Model, VersionState, UNKNOWN_LABEL};
+pub use state::AppState;
+pub use watch::log_lines;

@@ -84,7 +84,7 @@ async fn load(_: Admin, state: web::Data<AppState>, name: web::Path<String>, bod
     let s = state.clone();
     let n = name.clone();
     let log = blocking(move || s.load_model(&n)).await?;
-    crate::state::log_lines(&log);
+    crate::watch::log_lines(&log);
     Ok(HttpResponse::Ok().json(json!({"name": name, "versions": state.versions(&name), "log": log})))
 }
 

@@ -1,0 +1,43 @@
+//! Dispatch: a request's work handed to the engine serving its model version, and its
+//! answer awaited within the server's limits. Classifier samples here; text generation in
+//! [`crate::completion`].
+
+use crate::worker::Job;
+use crate::{AppState, Error, Model, Result};
+use tokio::sync::oneshot;
+
+impl AppState {
+    /// Refuses a request of more samples than one batch may hold, before any work on it.
+    pub fn check_batch(&self, samples: usize) -> Result<()> {
+        if samples > self.config.max_batch {
+            return Err(Error::BatchTooLarge {
+                samples,
+                max: self.config.max_batch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Logits of model-ready samples from `model`, batched with other requests.
+    pub async fn infer(&self, model: &Model, samples: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
+        let (tx, rx) = oneshot::channel();
+        model.engine.classifier(&model.name)?.submit(
+            Job {
+                queued: std::time::Instant::now(),
+                samples,
+                reply: tx,
+            },
+            &model.name,
+        )?;
+        match tokio::time::timeout(self.config.request_timeout, rx).await {
+            Ok(Ok(Ok(p))) => Ok(p),
+            Ok(Ok(Err(e))) if e.caused_by_input => Err(Error::BadRequest(e.message)),
+            Ok(Ok(Err(e))) => Err(Error::Internal(e.message)),
+            Ok(Err(_)) => Err(Error::Unavailable(format!(
+                "model {} stopped while answering; retry",
+                model.name
+            ))),
+            Err(_) => Err(Error::Timeout(self.config.request_timeout.as_millis())),
+        }
+    }
+}
