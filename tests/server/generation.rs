@@ -449,6 +449,8 @@ fn the_openai_python_client_drives_the_server() {
     assert_eq!(r["models"], json!(["tiny"]));
     assert_eq!(r["completion_finish"], "length");
     assert_eq!(r["completion_tokens"], 8);
+    assert_eq!(r["logprobs"], 8);
+    assert!(r["chat_logprobs"].as_array().unwrap().iter().all(|n| n == 2), "{r}");
     assert_eq!(r["streamed"], r["completion"], "{r}");
     assert_eq!(r["chat_streamed"], r["chat"], "{r}");
     assert_eq!(r["stop_finish"], "stop");
@@ -515,4 +517,90 @@ fn the_kserve_generate_extension_answers_whole_and_streamed() {
     assert_eq!(status, 400);
     assert!(r["error"].as_str().unwrap().contains("unknown field `beams`"), "{r}");
     assert!(s.healthy());
+}
+
+#[test]
+fn log_probabilities_are_the_models_whole_or_streamed() {
+    use kiln_tensor::{tch, Kind, Tensor};
+    let s = Server::start_on(lm_repository(), &[]);
+    let mut body = greedy("And God said", 6);
+    body["logprobs"] = json!(3);
+    let (status, whole) = complete(&s, body.clone());
+    assert_eq!(status, 200, "{whole}");
+    let lp = &whole["choices"][0]["logprobs"];
+    let tokens: Vec<&str> = lp["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let chosen: Vec<f64> = lp["token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 6);
+    assert_eq!(tokens.concat(), whole["choices"][0]["text"].as_str().unwrap());
+    for (i, top) in lp["top_logprobs"].as_array().unwrap().iter().enumerate() {
+        let top = top.as_object().unwrap();
+        assert!(top.len() <= 3 && !top.is_empty(), "{top:?}");
+        // Greedy: the chosen token is the most likely one.
+        let best = top.values().map(|v| v.as_f64().unwrap()).fold(f64::MIN, f64::max);
+        assert!(
+            (best - chosen[i]).abs() < 1e-6 && chosen[i] <= 0.0,
+            "{i}: {chosen:?} {top:?}"
+        );
+    }
+    // The first token's log-probability is the model's, computed here.
+    let pkg = kiln_package::LanguagePackage::load(crate::util::language_package(), kiln_tensor::Device::Cpu).unwrap();
+    let ids: Vec<i64> = pkg
+        .tokenizer
+        .encode("And God said", true)
+        .unwrap()
+        .iter()
+        .map(|&t| i64::from(t))
+        .collect();
+    let x = Tensor::from_slice(&ids).view([1, -1]);
+    let logits = tch::no_grad(|| pkg.model.forward(&x, false).unwrap())
+        .get(0)
+        .get(ids.len() as i64 - 1);
+    let ours = logits.log_softmax(-1, Kind::Float).max().double_value(&[]);
+    assert!((ours - chosen[0]).abs() < 1e-4, "{ours} here, {} served", chosen[0]);
+    // Streamed: the same tokens and log-probabilities, piece by piece.
+    body["stream"] = json!(true);
+    let (_, _, sse) = s.post_raw(
+        "/v1/completions",
+        "application/json",
+        serde_json::to_vec(&body).unwrap(),
+    );
+    let (chunks, _) = events(&sse);
+    let streamed: Vec<f64> = chunks
+        .iter()
+        .flat_map(|c| {
+            c["choices"][0]["logprobs"]["token_logprobs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(streamed, chosen);
+    // Chat: OpenAI's content list.
+    let chat = json!({"model": "tiny", "messages": [{"role": "user", "content": "Let there be light"}],
+                      "max_tokens": 5, "temperature": 0, "logprobs": true, "top_logprobs": 2});
+    let (status, r) = s.post("/v1/chat/completions", &chat);
+    assert_eq!(status, 200, "{r}");
+    let content = r["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len() as u64, r["usage"]["completion_tokens"].as_u64().unwrap());
+    for t in content {
+        assert!(
+            t["token"].is_string() && t["bytes"].is_array() && t["logprob"].as_f64().unwrap() <= 0.0,
+            "{t}"
+        );
+        assert_eq!(t["top_logprobs"].as_array().unwrap().len(), 2, "{t}");
+    }
+    // Not asked for: null.
+    let (_, r) = complete(&s, greedy("And", 3));
+    assert!(r["choices"][0]["logprobs"].is_null());
 }

@@ -12,7 +12,8 @@ import openai
 client = openai.OpenAI(base_url=sys.argv[1], api_key="unused", max_retries=0, timeout=60)
 out = {"models": [m.id for m in client.models.list()]}
 
-c = client.completions.create(model="tiny", prompt="And God said", max_tokens=8, temperature=0)
+c = client.completions.create(model="tiny", prompt="And God said", max_tokens=8, temperature=0, logprobs=2)
+out["logprobs"] = len(c.choices[0].logprobs.token_logprobs)
 out["completion"] = c.choices[0].text
 out["completion_finish"] = c.choices[0].finish_reason
 out["completion_tokens"] = c.usage.completion_tokens
@@ -23,7 +24,9 @@ out["streamed"] = "".join(
 )
 
 messages = [{"role": "user", "content": "Let there be light"}]
-chat = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0)
+chat = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0,
+                                      logprobs=True, top_logprobs=2)
+out["chat_logprobs"] = [len(t.top_logprobs) for t in chat.choices[0].logprobs.content]
 out["chat"] = chat.choices[0].message.content
 out["chat_streamed"] = "".join(
     chunk.choices[0].delta.content or ""

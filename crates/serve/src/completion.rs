@@ -42,6 +42,21 @@ pub struct TextRequest {
     pub seed: Option<u64>,
     /// Texts that end generation (left out of the text); added to the package's.
     pub stop: Vec<String>,
+    /// With `Some(n)`, every token's log-probability and the `n` most likely tokens'.
+    pub logprobs: Option<usize>,
+}
+
+/// A generated token with its log-probabilities.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenInfo {
+    /// The token as text (alone; a piece of a character shows as U+FFFD).
+    pub text: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Its log-probability.
+    pub logprob: f32,
+    /// The most likely tokens at its position, as text, and theirs.
+    pub top: Vec<(String, Vec<u8>, f32)>,
 }
 
 /// A piece of generated text.
@@ -51,6 +66,8 @@ pub struct Piece {
     pub text: String,
     /// Set on the last piece: why it ended.
     pub finish: Option<Finish>,
+    /// The tokens this piece's text came from, when log-probabilities were asked for.
+    pub tokens: Vec<TokenInfo>,
 }
 
 /// A generation under way: its pieces in order (see [`TextStream::next`]).
@@ -65,6 +82,8 @@ pub struct TextStream {
     /// Tokens generated so far.
     pub completion_tokens: usize,
     finished: bool,
+    /// Tokens (with log-probabilities) not yet handed out with a piece.
+    pending: Vec<TokenInfo>,
 }
 
 impl AppState {
@@ -119,6 +138,7 @@ impl AppState {
                 max_tokens,
                 sampling,
                 stop_tokens: lm.tokenizer.special().eos.into_iter().collect(),
+                logprobs: req.logprobs,
             },
             &model.name,
         )?;
@@ -131,6 +151,7 @@ impl AppState {
             prompt_tokens,
             completion_tokens: 0,
             finished: false,
+            pending: Vec::new(),
         })
     }
 }
@@ -210,8 +231,28 @@ impl TextStream {
                 Err(e) => return Some(Err(e)),
             };
             match event {
-                Some(Event::Token(id)) => {
+                Some(Event::Token(id, logprobs)) => {
                     self.completion_tokens += 1;
+                    if let Some(lp) = logprobs {
+                        let piece = |t: u32| {
+                            let text = tok.decode(&[t], false).unwrap_or_default();
+                            (text.clone(), text.into_bytes())
+                        };
+                        let (text, bytes) = piece(id);
+                        self.pending.push(TokenInfo {
+                            text,
+                            bytes,
+                            logprob: lp.logprob,
+                            top: lp
+                                .top
+                                .iter()
+                                .map(|&(t, l)| {
+                                    let (s, b) = piece(t);
+                                    (s, b, l)
+                                })
+                                .collect(),
+                        });
+                    }
                     let piece = match self.decoder.step(&tok, id) {
                         Ok(Some(p)) => p,
                         Ok(None) => continue,
@@ -227,10 +268,15 @@ impl TextStream {
                         return Some(Ok(Piece {
                             text,
                             finish: Some(Finish::Stop),
+                            tokens: std::mem::take(&mut self.pending),
                         }));
                     }
                     if !text.is_empty() {
-                        return Some(Ok(Piece { text, finish: None }));
+                        return Some(Ok(Piece {
+                            text,
+                            finish: None,
+                            tokens: std::mem::take(&mut self.pending),
+                        }));
                     }
                 }
                 Some(Event::Done(finish)) => {
@@ -244,6 +290,7 @@ impl TextStream {
                     return Some(Ok(Piece {
                         text,
                         finish: Some(finish),
+                        tokens: std::mem::take(&mut self.pending),
                     }));
                 }
                 Some(Event::Failed(e)) => {
@@ -265,14 +312,17 @@ impl TextStream {
         }
     }
 
-    /// Reads the stream to its end: the whole text and why it ended.
-    pub async fn collect(&mut self) -> Result<(String, Finish)> {
+    /// Reads the stream to its end: the whole text, why it ended, and its tokens when
+    /// log-probabilities were asked for.
+    pub async fn collect(&mut self) -> Result<(String, Finish, Vec<TokenInfo>)> {
         let mut text = String::new();
+        let mut tokens = Vec::new();
         while let Some(piece) = self.next().await {
             let piece = piece?;
             text.push_str(&piece.text);
+            tokens.extend(piece.tokens);
             if let Some(f) = piece.finish {
-                return Ok((text, f));
+                return Ok((text, f, tokens));
             }
         }
         Err(Error::Internal("the generation ended without a reason".into()))

@@ -35,13 +35,47 @@ pub struct GenerateRequest {
     pub sampling: Sampling,
     /// Tokens that end the sequence (kept as its last token).
     pub stop_tokens: Vec<u32>,
+    /// With `Some(n)`, each token comes with its log-probability and the `n` most likely
+    /// tokens' (the model's distribution, before temperature and truncation).
+    pub logprobs: Option<usize>,
+}
+
+/// A token's log-probability and the most likely alternatives at its position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprobs {
+    /// The chosen token's.
+    pub logprob: f32,
+    /// The most likely tokens and theirs, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogprobs {
+    /// Of `token` under `logits`, with the `n` most likely.
+    pub fn of(logits: &[f32], token: u32, n: usize) -> TokenLogprobs {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let total: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+        let norm = max + total.ln() as f32;
+        let mut top: Vec<(u32, f32)> = Vec::new();
+        if n > 0 {
+            let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+            let n = n.min(order.len());
+            order.select_nth_unstable_by(n - 1, |a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
+            order.truncate(n);
+            order.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
+            top = order.into_iter().map(|t| (t, logits[t as usize] - norm)).collect();
+        }
+        TokenLogprobs {
+            logprob: logits.get(token as usize).map_or(f32::NEG_INFINITY, |l| l - norm),
+            top,
+        }
+    }
 }
 
 /// What a sequence's receiver hears, in order: tokens, then one `Done` or `Failed`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// The next token.
-    Token(u32),
+    /// The next token, with its log-probabilities when they were asked for.
+    Token(u32, Option<TokenLogprobs>),
     /// The sequence ended.
     Done(Finish),
     /// The model failed.
@@ -229,6 +263,7 @@ struct Sequence {
     queued: Instant,
     max_tokens: usize,
     stop_tokens: Vec<u32>,
+    logprobs: Option<usize>,
     last_token: Instant,
 }
 
@@ -246,7 +281,8 @@ impl Sequence {
         self.last_token = now;
         g.generated_tokens.fetch_add(1, Ordering::Relaxed);
         // A client that has gone is noticed at the next step, and its row freed there.
-        let _ = self.events.send(Event::Token(token));
+        let logprobs = self.logprobs.map(|n| TokenLogprobs::of(logits, token, n));
+        let _ = self.events.send(Event::Token(token, logprobs));
         let made = self.history.len() - self.prompt;
         if self.stop_tokens.contains(&token) {
             Some(Finish::Stop)
@@ -337,6 +373,7 @@ fn schedule(
                         history: r.prompt,
                         max_tokens: r.max_tokens,
                         stop_tokens: r.stop_tokens,
+                        logprobs: r.logprobs,
                         last_token: job.queued,
                     };
                     lock(&metrics.compute).observe(started.elapsed().as_secs_f64());

@@ -25,7 +25,7 @@ mod state;
 mod watch;
 pub mod worker;
 
-pub use completion::{Piece, Prompt, TextRequest, TextStream};
+pub use completion::{Piece, Prompt, TextRequest, TextStream, TokenInfo};
 pub use config::{ServeConfig, DEFAULT_MAX_IMAGE_PIXELS};
 pub use decode::DecodePool;
 pub use error::{Error, Result};

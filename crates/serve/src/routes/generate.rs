@@ -68,6 +68,7 @@ fn request(body: GenerateRequest) -> Result<(TextRequest, Option<String>)> {
             repetition_penalty: p.repetition_penalty,
             seed: p.seed,
             stop: p.stop,
+            logprobs: None,
         },
         body.id,
     ))
@@ -98,7 +99,7 @@ async fn generate(
     let (req, id) = request(body.into_inner())?;
     let (name, version) = (m.name.clone(), m.version);
     let mut stream = state.generate(m, req)?;
-    let (text, finish) = stream.collect().await?;
+    let (text, finish, _) = stream.collect().await?;
     Ok(HttpResponse::Ok().json(output(&name, version, &id, &text, Some(finish))))
 }
 

@@ -6,7 +6,7 @@
 //! [`AppState::generate`].
 
 use super::auth::Caller;
-use crate::{AppState, Error, Piece, Prompt, TextRequest, TextStream};
+use crate::{AppState, Error, Piece, Prompt, TextRequest, TextStream, TokenInfo};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse, ResponseError};
 use kiln_model::Finish;
@@ -238,6 +238,7 @@ impl Common {
             repetition_penalty: self.repetition_penalty,
             seed: self.seed.map(|s| s as u64),
             stop,
+            logprobs: None,
         })
     }
 
@@ -294,13 +295,22 @@ impl Api {
         }
     }
 
-    /// A choice carrying `text` (whole, or a streamed piece).
-    fn choice(self, text: &str, finish: Option<Finish>, stream: bool, first: bool) -> Value {
+    /// A choice carrying `text` (whole, or a streamed piece) and, when they were asked
+    /// for, its tokens' log-probabilities.
+    fn choice(
+        self,
+        text: &str,
+        finish: Option<Finish>,
+        stream: bool,
+        first: bool,
+        tokens: Option<&[TokenInfo]>,
+    ) -> Value {
         let reason = finish.map(finish_reason);
+        let logprobs = tokens.map_or(Value::Null, |t| self.logprobs(t));
         match (self, stream) {
-            (Api::Completions, _) => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason}),
+            (Api::Completions, _) => json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}),
             (Api::Chat, false) => json!({
-                "index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": reason,
+                "index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": reason,
             }),
             (Api::Chat, true) => {
                 let delta = match (first, finish.is_some() && text.is_empty()) {
@@ -308,8 +318,28 @@ impl Api {
                     (false, true) => json!({}),
                     (false, false) => json!({"content": text}),
                 };
-                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": reason})
+                json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason})
             }
+        }
+    }
+
+    /// `tokens` in this API's log-probability shape.
+    fn logprobs(self, tokens: &[TokenInfo]) -> Value {
+        match self {
+            Api::Completions => json!({
+                "tokens": tokens.iter().map(|t| t.text.as_str()).collect::<Vec<_>>(),
+                "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+                "top_logprobs": tokens
+                    .iter()
+                    .map(|t| t.top.iter().map(|(s, _, l)| (s.clone(), json!(l))).collect::<serde_json::Map<_, _>>())
+                    .collect::<Vec<_>>(),
+            }),
+            Api::Chat => json!({
+                "content": tokens.iter().map(|t| json!({
+                    "token": t.text, "logprob": t.logprob, "bytes": t.bytes,
+                    "top_logprobs": t.top.iter().map(|(s, b, l)| json!({"token": s, "logprob": l, "bytes": b})).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            }),
         }
     }
 }
@@ -329,9 +359,18 @@ async fn completions(
 ) -> Result<HttpResponse> {
     caller?;
     let req: CompletionRequest = parse(&body)?;
-    if req.logprobs.as_ref().is_some_and(|v| !v.is_null()) {
-        return Err(bad("logprobs", "logprobs are not supported yet"));
-    }
+    let logprobs = match &req.logprobs {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= 20 => Some(n as usize),
+            _ => {
+                return Err(bad(
+                    "logprobs",
+                    format!("logprobs must be an integer from 0 to 20, got {v}"),
+                ))
+            }
+        },
+    };
     if req.echo == Some(true) {
         return Err(bad("echo", "echo is not supported; the prompt is yours already"));
     }
@@ -361,7 +400,8 @@ async fn completions(
         }
         _ => return Err(bad("prompt", "prompt must be a string or a list of token ids")),
     };
-    let text = req.common.request(prompt, req.common.max_tokens)?;
+    let mut text = req.common.request(prompt, req.common.max_tokens)?;
+    text.logprobs = logprobs;
     answer(state, &req.common, text, Api::Completions).await
 }
 
@@ -372,9 +412,18 @@ async fn chat_completions(
 ) -> Result<HttpResponse> {
     caller?;
     let req: ChatRequest = parse(&body)?;
-    if req.logprobs == Some(true) || req.top_logprobs.is_some_and(|n| n > 0) {
-        return Err(bad("logprobs", "logprobs are not supported yet"));
-    }
+    let logprobs = match (req.logprobs, req.top_logprobs) {
+        (Some(true), None) => Some(0),
+        (Some(true), Some(n)) if (0..=20).contains(&n) => Some(n as usize),
+        (Some(true), Some(n)) => {
+            return Err(bad(
+                "top_logprobs",
+                format!("top_logprobs must be from 0 to 20, got {n}"),
+            ))
+        }
+        (_, Some(_)) => return Err(bad("top_logprobs", "top_logprobs needs logprobs: true")),
+        _ => None,
+    };
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str);
@@ -417,7 +466,8 @@ async fn chat_completions(
         }
     }
     let max_tokens = req.max_completion_tokens.or(req.common.max_tokens);
-    let text = req.common.request(Prompt::Chat(messages), max_tokens)?;
+    let mut text = req.common.request(Prompt::Chat(messages), max_tokens)?;
+    text.logprobs = logprobs;
     answer(state, &req.common, text, Api::Chat).await
 }
 
@@ -425,16 +475,18 @@ async fn chat_completions(
 async fn answer(state: web::Data<AppState>, common: &Common, text: TextRequest, api: Api) -> Result<HttpResponse> {
     let model = state.get(&common.model, None)?;
     let name = model.name.clone();
+    let want_logprobs = text.logprobs.is_some();
     let mut stream = state.generate(model, text)?;
     let (id, created) = (
         new_id(if matches!(api, Api::Chat) { "chatcmpl" } else { "cmpl" }),
         now(),
     );
     if common.stream != Some(true) {
-        let (text, finish) = stream.collect().await?;
+        let (text, finish, tokens) = stream.collect().await?;
+        let tokens = want_logprobs.then_some(&tokens[..]);
         return Ok(HttpResponse::Ok().json(json!({
             "id": id, "object": api.object(false), "created": created, "model": name,
-            "choices": [api.choice(&text, Some(finish), false, true)],
+            "choices": [api.choice(&text, Some(finish), false, true, tokens)],
             "usage": usage(&stream),
         })));
     }
@@ -488,10 +540,9 @@ async fn answer(state: web::Data<AppState>, common: &Common, text: TextRequest, 
                         (true, true) => Phase::Usage,
                         (true, false) => Phase::Done,
                     };
-                    Some((
-                        Ok(chunk(vec![api.choice(&p.text, p.finish, true, first)], None)),
-                        (s, next, false),
-                    ))
+                    let tokens = want_logprobs.then_some(&p.tokens[..]);
+                    let choice = api.choice(&p.text, p.finish, true, first, tokens);
+                    Some((Ok(chunk(vec![choice], None)), (s, next, false)))
                 }
                 Err(e) => {
                     // Mid-stream: the status is sent; the error goes as an event.
