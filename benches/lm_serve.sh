@@ -6,7 +6,10 @@
 # single-stream and aggregate tokens/s with 1, 4 and 16 concurrent streams, 128 new tokens
 # each after the same prompt.
 #
-# Usage: benches/lm_serve.sh [GGUF]   (default: the SmolLM2-135M-Instruct file of the set-up)
+# Usage: benches/lm_serve.sh [MODEL]
+#   MODEL: a GGUF file (default: the SmolLM2-135M-Instruct file of the set-up), or a kiln
+#   language-model package folder (e.g. runs/kjv-lm/package; llama.cpp cannot read one, so
+#   its rows are left out).
 # llama-cpp-python is used when .venv has it; install it with (about 13 minutes):
 #   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
 #     -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF" .venv/bin/pip install "llama-cpp-python[server]"
@@ -15,14 +18,17 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export LIBTORCH="$ROOT/.libtorch" LD_LIBRARY_PATH="$ROOT/.libtorch/lib"
 PY=.venv/bin/python
-GGUF="$(realpath "${1:-data/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}")"
+MODEL="$(realpath "${1:-data/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}")"
 OUT="$(mktemp -d)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$OUT"; }
 trap cleanup EXIT
 cargo build -q --release -p kiln-server -p kiln-trainer
 mkdir -p "$OUT/repo/lm"
-./target/release/kiln-train import-gguf "$GGUF" --out "$OUT/repo/lm/1" >/dev/null
+case "$MODEL" in
+  *.gguf) ./target/release/kiln-train import-gguf "$MODEL" --out "$OUT/repo/lm/1" >/dev/null;;
+  *) cp -r "$MODEL" "$OUT/repo/lm/1";;
+esac
 # A prompt of about 90 tokens: the opening of Genesis.
 head -c 420 data/kjv/01-Ge.txt > "$OUT/prompt.txt"
 port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -39,19 +45,21 @@ for mode in f32 int4; do
   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 done
 
-if "$PY" -c "import llama_cpp.server" 2>/dev/null; then
+if [[ "$MODEL" != *.gguf ]]; then
+  echo "(a kiln package: llama.cpp cannot read it, its rows are left out)" >&2
+elif "$PY" -c "import llama_cpp.server" 2>/dev/null; then
   p=$(port)
-  "$PY" -m llama_cpp.server --model "$GGUF" --port "$p" --n_threads 2 --n_ctx 2048 --interrupt_requests False \
+  "$PY" -m llama_cpp.server --model "$MODEL" --port "$p" --n_threads 2 --n_ctx 2048 --interrupt_requests False \
     >"$OUT/llama.log" 2>&1 & PIDS+=($!)
   wait_up "http://127.0.0.1:$p/v1/models"
-  load "http://127.0.0.1:$p/v1" "$GGUF" "llama-cpp-python"
+  load "http://127.0.0.1:$p/v1" "$MODEL" "llama-cpp-python"
   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 else
   echo "(llama-cpp-python is not installed in .venv: its rows are left out; see the usage above)" >&2
 fi
 
 p=$(port)
-"$PY" benches/lm_serve_hf.py "$GGUF" "$p" --threads 2 >"$OUT/hf.log" 2>&1 & PIDS+=($!)
+"$PY" benches/lm_serve_hf.py "$MODEL" "$p" --threads 2 >"$OUT/hf.log" 2>&1 & PIDS+=($!)
 for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$p/" 2>/dev/null && break; sleep 0.5; done
 load "http://127.0.0.1:$p/v1" lm "transformers"
 kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true

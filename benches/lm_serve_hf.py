@@ -3,7 +3,9 @@
 OpenAI-compatible HTTP server (POST /v1/completions, streamed with TextIteratorStreamer),
 one request at a time, as people serve a model with transformers and nothing else.
 
-Usage: lm_serve_hf.py GGUF_FILE PORT [--threads N]
+Usage: lm_serve_hf.py MODEL PORT [--threads N]
+MODEL is a .gguf file or a kiln language-model package folder (loaded as
+benches/lm_generate_hf.py does: its safetensors into LlamaForCausalLM, its tokenizer.json).
 """
 import argparse
 import json
@@ -11,18 +13,27 @@ import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import sys
+
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, TextIteratorStreamer
 
 ap = argparse.ArgumentParser()
-ap.add_argument("gguf")
+ap.add_argument("model")
 ap.add_argument("port", type=int)
 ap.add_argument("--threads", type=int, default=os.cpu_count())
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
-folder, name = os.path.split(os.path.abspath(a.gguf))
-tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+if a.model.endswith(".gguf"):
+    folder, name = os.path.split(os.path.abspath(a.model))
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+else:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from lm_generate_hf import load  # noqa: E402
+
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(a.model, "tokenizer.json"))
+    model = load(a.model).eval()
 lock = threading.Lock()
 
 
