@@ -248,6 +248,11 @@ fn sixteen_concurrent_streams_each_equal_their_solo_answer() {
     assert!(rows > steps, "sequences per step never above 1");
     assert_eq!(s.metric("kiln_num_requests_running", "tiny"), 0.0);
     assert!(s.metric("kiln_generation_tokens_total", "tiny") >= 32.0 * 32.0);
+    // Every sequence's first token, every later one, every end, timed (solo and together).
+    assert!(s.metric("kiln_time_to_first_token_seconds_count", "tiny") >= 32.0);
+    assert!(s.metric("kiln_inter_token_latency_seconds_count", "tiny") >= 32.0 * 31.0);
+    assert!(s.metric("kiln_e2e_request_latency_seconds_count", "tiny") >= 32.0);
+    assert!(s.metric("kiln_request_finished_total", "finished_reason=\"length\"") >= 32.0);
 }
 
 #[test]
@@ -603,4 +608,41 @@ fn log_probabilities_are_the_models_whole_or_streamed() {
     // Not asked for: null.
     let (_, r) = complete(&s, greedy("And", 3));
     assert!(r["choices"][0]["logprobs"].is_null());
+}
+
+#[test]
+fn sigterm_lets_running_streams_finish_then_exits_0() {
+    let mut s = Server::start_on(lm_repository(), &["--http-workers", "4"]);
+    let body = json!({"model": "tiny", "prompt": "And", "max_tokens": 300, "temperature": 0, "stream": true,
+                      "stream_options": {"include_usage": true}});
+    let answers = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                let (s, body) = (&s, &body);
+                scope
+                    .spawn(move || s.post_raw("/v1/completions", "application/json", serde_json::to_vec(body).unwrap()))
+            })
+            .collect();
+        wait_for("three streams to run", || {
+            s.metric("kiln_num_requests_running", "tiny") == 3.0
+        });
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &s.pid().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        clients.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>()
+    });
+    for (status, _, sse) in answers {
+        assert_eq!(status, 200);
+        let (chunks, done) = events(&sse);
+        assert!(done, "a stream running at SIGTERM is finished, [DONE] included");
+        assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 300);
+        assert_eq!(streamed_text(&chunks).1.as_deref(), Some("length"));
+    }
+    wait_for("kiln-serve to exit", || s.try_wait().is_some());
+    assert!(
+        s.try_wait().unwrap().success(),
+        "kiln-serve did not exit 0 after SIGTERM"
+    );
 }
