@@ -257,26 +257,49 @@ fn sixteen_concurrent_streams_each_equal_their_solo_answer() {
 
 #[test]
 fn a_client_that_hangs_up_mid_stream_frees_its_sequence() {
-    let s = Server::start_on(lm_repository(), &["--max-sequences", "2"]);
+    let s = Server::start_on(lm_repository(), &["--max-sequences", "2", "--http-workers", "4"]);
     let addr = s.url.trim_start_matches("http://").to_string();
-    // 1,000 tokens: the sequence is still running when the client goes.
-    let body = serde_json::to_vec(&json!({"model": "tiny", "prompt": "And", "max_tokens": 1000,
-                                          "temperature": 0, "stream": true}))
-    .unwrap();
-    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        conn,
-        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    conn.write_all(&body).unwrap();
-    let mut first = [0u8; 256];
-    let n = conn.read(&mut first).unwrap();
-    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
-    drop(conn);
-    wait_for("the sequence to be freed", || {
-        s.metric("kiln_num_requests_running", "tiny") == 0.0 && s.metric("kiln_cancelled_total", "tiny") >= 1.0
+    let (status, _, sse) = std::thread::scope(|scope| {
+        // Another client's stream runs all the while and must go on to its end.
+        let stayer = scope.spawn(|| {
+            let body = json!({"model": "tiny", "prompt": "In the beginning", "max_tokens": 900, "temperature": 0,
+                              "stream": true, "stream_options": {"include_usage": true}});
+            s.post_raw(
+                "/v1/completions",
+                "application/json",
+                serde_json::to_vec(&body).unwrap(),
+            )
+        });
+        wait_for("the other stream to run", || {
+            s.metric("kiln_num_requests_running", "tiny") == 1.0
+        });
+        // 1,000 tokens: the sequence is still running when the client goes.
+        let body = serde_json::to_vec(&json!({"model": "tiny", "prompt": "And", "max_tokens": 1000,
+                                              "temperature": 0, "stream": true}))
+        .unwrap();
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            conn,
+            "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        conn.write_all(&body).unwrap();
+        let mut first = [0u8; 256];
+        let n = conn.read(&mut first).unwrap();
+        assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+        drop(conn);
+        wait_for("the sequence to be freed", || {
+            s.metric("kiln_cancelled_total", "tiny") >= 1.0
+        });
+        stayer.join().unwrap()
+    });
+    assert_eq!(status, 200);
+    let (chunks, done) = events(&sse);
+    assert!(done, "the other stream went on to its end");
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 900);
+    wait_for("no sequence to run", || {
+        s.metric("kiln_num_requests_running", "tiny") == 0.0
     });
     let (status, r) = complete(&s, greedy("And", 8));
     assert_eq!(status, 200, "{r}");
