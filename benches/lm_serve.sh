@@ -4,7 +4,7 @@
 # server, one after the other on the same cores, through the same OpenAI-compatible
 # streaming client (benches/lm_serve_load.py): time to first token, inter-token latency,
 # single-stream and aggregate tokens/s with 1, 4 and 16 concurrent streams, 128 new tokens
-# each after the same prompt.
+# each after the same 128-token prompt.
 #
 # Usage: benches/lm_serve.sh [MODEL]
 #   MODEL: a GGUF file (default: the SmolLM2-135M-Instruct file of the set-up), or a kiln
@@ -29,8 +29,19 @@ case "$MODEL" in
   *.gguf) ./target/release/kiln-train import-gguf "$MODEL" --out "$OUT/repo/lm/1" >/dev/null;;
   *) cp -r "$MODEL" "$OUT/repo/lm/1";;
 esac
-# A prompt of about 90 tokens: the opening of Genesis.
-head -c 420 data/kjv/01-Ge.txt > "$OUT/prompt.txt"
+# A prompt of 128 tokens of the served model's tokenizer (fewer when the context cannot
+# hold them, a BOS and 128 new tokens): the opening of Genesis.
+"$PY" - "$OUT/repo/lm/1" data/kjv/01-Ge.txt "$OUT/prompt.txt" <<'PY'
+import json, os, sys
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file(os.path.join(sys.argv[1], "tokenizer.json"))
+context = json.load(open(os.path.join(sys.argv[1], "manifest.json")))["model"]["context"]
+n = min(128, context - 128 - 1)
+ids = tok.encode(open(sys.argv[2]).read()[:4000], add_special_tokens=False).ids[:n]
+text = tok.decode(ids)
+open(sys.argv[3], "w").write(text)
+print(f"prompt: {len(tok.encode(text, add_special_tokens=False).ids)} tokens", file=sys.stderr)
+PY
 port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_up() { for _ in $(seq 600); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.5; done; echo "$1 did not come up" >&2; return 1; }
 load() { "$PY" benches/lm_serve_load.py "$1" "$2" "$OUT/prompt.txt" --label "$3" | tee -a "$OUT/all.jsonl"; }
