@@ -84,16 +84,7 @@ impl LanguagePackage {
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<LanguagePackage> {
         let dir = dir.as_ref();
         let manifest = crate::Package::read_manifest(dir)?;
-        let mpath = dir.join(MANIFEST_FILE);
-        let ModelSpec::Decoder(spec) = &manifest.model else {
-            return Err(Error::invalid(
-                &mpath,
-                format!(
-                    "holds a {} classifier, not a language model; load it with Package::load",
-                    manifest.model.arch()
-                ),
-            ));
-        };
+        let spec = decoder_spec(dir, &manifest)?;
         let tokenizer = Self::load_tokenizer(dir, &manifest)?;
         let wpath = dir.join(&manifest.weights.file);
         let weights = read_verified(&wpath, &manifest.weights.sha256, manifest.weights.bytes, "weights")?;
@@ -112,15 +103,7 @@ impl LanguagePackage {
     pub fn load_tokenizer(dir: impl AsRef<Path>, manifest: &Manifest) -> Result<Tokenizer> {
         let dir = dir.as_ref();
         let mpath = dir.join(MANIFEST_FILE);
-        let ModelSpec::Decoder(spec) = &manifest.model else {
-            return Err(Error::invalid(
-                &mpath,
-                format!(
-                    "holds a {} classifier, not a language model; load it with Package::load",
-                    manifest.model.arch()
-                ),
-            ));
-        };
+        let spec = decoder_spec(dir, manifest)?;
         let Some(tok_ref) = &manifest.tokenizer else {
             return Err(Error::invalid(
                 &mpath,
@@ -144,5 +127,20 @@ impl LanguagePackage {
             ));
         }
         Ok(tokenizer)
+    }
+}
+
+/// The decoder a language-model package at `dir` declares, or an error saying it holds a
+/// classifier.
+fn decoder_spec<'a>(dir: &Path, manifest: &'a Manifest) -> Result<&'a kiln_model::DecoderSpec> {
+    match &manifest.model {
+        ModelSpec::Decoder(spec) => Ok(spec),
+        other => Err(Error::invalid(
+            dir.join(MANIFEST_FILE),
+            format!(
+                "holds a {} classifier, not a language model; load it with Package::load",
+                other.arch()
+            ),
+        )),
     }
 }

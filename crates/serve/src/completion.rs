@@ -7,7 +7,7 @@ use crate::engine::LanguageModel;
 use crate::generator::{Event, GenerateRequest};
 use crate::{AppState, Error, Model, Result};
 use kiln_model::{Finish, Sampling};
-use kiln_text::{ChatMessage, StopStrings, StreamDecoder};
+use kiln_text::{ChatMessage, StopStrings, StreamDecoder, Tokenizer};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -74,6 +74,7 @@ pub struct Piece {
 pub struct TextStream {
     events: Option<UnboundedReceiver<Event>>,
     model: Arc<Model>,
+    tokenizer: Arc<Tokenizer>,
     decoder: StreamDecoder,
     stop: StopStrings,
     first: Option<std::time::Duration>,
@@ -132,6 +133,7 @@ impl AppState {
             .cloned()
             .collect();
         let prompt_tokens = prompt.len();
+        let tokenizer = lm.tokenizer.clone();
         let events = lm.generator.submit(
             GenerateRequest {
                 prompt,
@@ -148,6 +150,7 @@ impl AppState {
             decoder: StreamDecoder::new(true),
             stop: StopStrings::new(&stops),
             model,
+            tokenizer,
             prompt_tokens,
             completion_tokens: 0,
             finished: false,
@@ -226,10 +229,7 @@ impl TextStream {
                 },
                 None => events.recv().await,
             };
-            let tok = match self.model.engine.generator(&self.model.name) {
-                Ok(lm) => lm.tokenizer.clone(),
-                Err(e) => return Some(Err(e)),
-            };
+            let tok = self.tokenizer.clone();
             match event {
                 Some(Event::Token(id, logprobs)) => {
                     self.completion_tokens += 1;

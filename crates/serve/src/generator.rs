@@ -18,7 +18,6 @@ use crate::worker::RunError;
 use crate::{Error, Result, ServeConfig};
 use crossbeam_channel::{select, Receiver, TryRecvError};
 use kiln_model::{Decoder, Finish, KvCache, Sampler, Sampling};
-use kiln_tensor::{Device, Kind, Tensor};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -121,49 +120,22 @@ fn failed(e: impl std::fmt::Display) -> RunError {
     RunError::internal(e.to_string())
 }
 
-fn host_rows(logits: &Tensor) -> std::result::Result<Vec<Vec<f32>>, RunError> {
-    let host = logits
-        .f_to_device(Device::Cpu)
-        .and_then(|t| t.f_to_kind(Kind::Float))
-        .map_err(failed)?;
-    let n = host.size().first().copied().unwrap_or(0);
-    (0..n)
-        .map(|i| host.f_get(i).and_then(Vec::<f32>::try_from).map_err(failed))
-        .collect()
-}
-
 impl LanguageBackend for RowModel {
     fn rows(&self) -> usize {
         self.cache.batch()
     }
 
     fn prefill(&mut self, row: usize, prompt: &[u32]) -> std::result::Result<Vec<f32>, RunError> {
-        let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
-        let tokens = Tensor::f_from_slice(&ids)
-            .and_then(|t| t.f_view([1, -1]))
-            .map_err(failed)?;
-        let logits = self
-            .model
-            .next_logits_rows(&tokens, row, &mut self.cache)
+        self.model
+            .prefill_row(prompt, row, &mut self.cache)
             .map_err(|e| RunError {
                 caused_by_input: matches!(e, kiln_model::Error::Input(_)),
                 message: e.to_string(),
-            })?;
-        host_rows(&logits)?
-            .pop()
-            .ok_or_else(|| RunError::internal("the model gave no logits"))
+            })
     }
 
     fn decode(&mut self, last: &[u32]) -> std::result::Result<Vec<Vec<f32>>, RunError> {
-        let ids: Vec<i64> = last.iter().map(|&t| i64::from(t)).collect();
-        let tokens = Tensor::f_from_slice(&ids)
-            .and_then(|t| t.f_view([-1, 1]))
-            .map_err(failed)?;
-        let logits = self
-            .model
-            .next_logits_rows(&tokens, 0, &mut self.cache)
-            .map_err(failed)?;
-        host_rows(&logits)
+        self.model.decode_rows(last, &mut self.cache).map_err(failed)
     }
 
     fn release(&mut self, row: usize, last: usize) -> std::result::Result<(), RunError> {

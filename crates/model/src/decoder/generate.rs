@@ -107,11 +107,7 @@ pub fn generate(
         Some(cache) => prompts
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                let ids: Vec<i64> = p.iter().map(|&t| t as i64).collect();
-                let l = model.next_logits_rows(&Tensor::f_from_slice(&ids)?.f_view([1, -1])?, i, cache)?;
-                Ok(host_rows(&l)?.swap_remove(0))
-            })
+            .map(|(i, p)| model.prefill_row(p, i, cache))
             .collect::<Result<Vec<_>>>()?,
         None => last_logits(model, &seqs, &mut model.new_cache(n))?,
     };
@@ -146,9 +142,8 @@ pub fn generate(
                         rows.swap_remove(r);
                     }
                 }
-                let ids: Vec<i64> = rows.iter().map(|&i| i64::from(seqs[i][seqs[i].len() - 1])).collect();
-                let next = model.next_logits_rows(&Tensor::f_from_slice(&ids)?.f_view([-1, 1])?, 0, cache)?;
-                for (&i, row) in rows.iter().zip(host_rows(&next)?) {
+                let last: Vec<u32> = rows.iter().map(|&i| seqs[i][seqs[i].len() - 1]).collect();
+                for (&i, row) in rows.iter().zip(model.decode_rows(&last, cache)?) {
                     logits[i] = row;
                 }
             }
@@ -182,7 +177,7 @@ fn last_logits(model: &Decoder, seqs: &[Vec<u32>], cache: &mut KvCache) -> Resul
 }
 
 /// Logits `[n, vocab]` as one f32 vector per row on the host, for the samplers.
-fn host_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
+pub(crate) fn host_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
     let host = logits.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?;
     (0..host.size()[0])
         .map(|i| Ok(Vec::<f32>::try_from(host.f_get(i)?)?))

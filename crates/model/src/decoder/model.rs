@@ -217,6 +217,25 @@ impl Decoder {
         })
     }
 
+    /// Prefills `prompt` into row `row` of a row cache (see
+    /// [`next_logits_rows`](Self::next_logits_rows)): its last position's logits, on the
+    /// host.
+    pub fn prefill_row(&self, prompt: &[u32], row: usize, cache: &mut KvCache) -> Result<Vec<f32>> {
+        let ids: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
+        let logits = self.next_logits_rows(&Tensor::f_from_slice(&ids)?.f_view([1, -1])?, row, cache)?;
+        super::generate::host_rows(&logits)?
+            .pop()
+            .ok_or_else(|| Error::Input("an empty prompt has no logits".into()))
+    }
+
+    /// One decoding step of a row cache: `last[i]` fed to row `i` for every `i`; each
+    /// row's next logits, on the host.
+    pub fn decode_rows(&self, last: &[u32], cache: &mut KvCache) -> Result<Vec<Vec<f32>>> {
+        let ids: Vec<i64> = last.iter().map(|&t| i64::from(t)).collect();
+        let logits = self.next_logits_rows(&Tensor::f_from_slice(&ids)?.f_view([-1, 1])?, 0, cache)?;
+        super::generate::host_rows(&logits)
+    }
+
     /// Logits `[B, T, vocab]` (f32) for tokens `[B, T]` at positions `0..T`, each position
     /// seeing only itself and earlier ones; dropout is on when `train`.
     pub fn forward(&self, tokens: &Tensor, train: bool) -> Result<Tensor> {

@@ -88,6 +88,18 @@ fn output(model: &str, version: u64, id: &Option<String>, text: &str, finish: Op
     o
 }
 
+/// The model version asked for, its name and version, the request's id, and its stream.
+fn start(
+    state: &AppState,
+    path: &ModelPath,
+    body: GenerateRequest,
+) -> Result<(String, u64, Option<String>, crate::TextStream)> {
+    let m = state.get(&path.name, path.version.as_deref())?;
+    let (req, id) = request(body)?;
+    let (name, version) = (m.name.clone(), m.version);
+    Ok((name, version, id, state.generate(m, req)?))
+}
+
 async fn generate(
     _: Caller,
     _: super::JsonOnly,
@@ -95,10 +107,7 @@ async fn generate(
     path: web::Path<ModelPath>,
     body: web::Json<GenerateRequest>,
 ) -> Result<HttpResponse> {
-    let m = state.get(&path.name, path.version.as_deref())?;
-    let (req, id) = request(body.into_inner())?;
-    let (name, version) = (m.name.clone(), m.version);
-    let mut stream = state.generate(m, req)?;
+    let (name, version, id, mut stream) = start(&state, &path, body.into_inner())?;
     let (text, finish, _) = stream.collect().await?;
     Ok(HttpResponse::Ok().json(output(&name, version, &id, &text, Some(finish))))
 }
@@ -110,10 +119,7 @@ async fn generate_stream(
     path: web::Path<ModelPath>,
     body: web::Json<GenerateRequest>,
 ) -> Result<HttpResponse> {
-    let m = state.get(&path.name, path.version.as_deref())?;
-    let (req, id) = request(body.into_inner())?;
-    let (name, version) = (m.name.clone(), m.version);
-    let mut stream = state.generate(m, req)?;
+    let (name, version, id, mut stream) = start(&state, &path, body.into_inner())?;
     // The first piece before the headers: a failure to start is still a status code.
     let first = match stream.next().await {
         Some(p) => p?,
