@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     cases.extend([("int4", 1, true), ("int4", 8, true)]);
     for (weights, batch, use_cache) in cases {
         if weights == "int4" && !pkg.model.is_quantized() {
-            pkg.model.quantize_int4(32)?;
+            pkg.model.quantize_int4(32, false)?;
             memory(&pkg, "int4");
         }
         let prompts: Vec<Vec<u32>> = all[..batch].to_vec();

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Serving a language model: kiln-serve (f32 and --quantize int4) against the llama-cpp-python
+# Serving a language model: kiln-serve (f32, --quantize int4 and int4-bf16) against the llama-cpp-python
 # server on the same GGUF file and a plain transformers generate loop behind a minimal HTTP
 # server, one after the other on the same cores, through the same OpenAI-compatible
 # streaming client (benches/lm_serve_load.py): time to first token, inter-token latency,
@@ -10,6 +10,8 @@
 #   MODEL: a GGUF file (default: the SmolLM2-135M-Instruct file of the set-up), or a kiln
 #   language-model package folder (e.g. runs/kjv-lm/package; llama.cpp cannot read one, so
 #   its rows are left out).
+#   KILN_MODES (default "f32 int4 int4-bf16"): the kiln-serve weight modes to run;
+#   ANCHORS=0 leaves the llama-cpp-python and transformers servers out (a quick look).
 # llama-cpp-python is used when .venv has it; install it with (about 13 minutes):
 #   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
 #     -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF" .venv/bin/pip install "llama-cpp-python[server]"
@@ -46,9 +48,9 @@ port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 wait_up() { for _ in $(seq 600); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.5; done; echo "$1 did not come up" >&2; return 1; }
 load() { "$PY" benches/lm_serve_load.py "$1" "$2" "$OUT/prompt.txt" --label "$3" | tee -a "$OUT/all.jsonl"; }
 
-for mode in f32 int4; do
+for mode in ${KILN_MODES:-f32 int4 int4-bf16}; do
   p=$(port)
-  flags=(); [ "$mode" = int4 ] && flags=(--quantize int4)
+  flags=(); [ "$mode" != f32 ] && flags=(--quantize "$mode")
   ./target/release/kiln-serve --model-repository "$OUT/repo" --bind "127.0.0.1:$p" --threads-per-instance 2 \
     --poll-interval off "${flags[@]}" 2>"$OUT/kiln-$mode.log" & PIDS+=($!)
   wait_up "http://127.0.0.1:$p/v2/health/ready"
@@ -56,7 +58,9 @@ for mode in f32 int4; do
   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 done
 
-if [[ "$MODEL" != *.gguf ]]; then
+if [ "${ANCHORS:-1}" = 0 ]; then
+  echo "(ANCHORS=0: the llama-cpp-python and transformers rows are left out)" >&2
+elif [[ "$MODEL" != *.gguf ]]; then
   echo "(a kiln package: llama.cpp cannot read it, its rows are left out)" >&2
 elif "$PY" -c "import llama_cpp.server" 2>/dev/null; then
   p=$(port)
@@ -69,11 +73,13 @@ else
   echo "(llama-cpp-python is not installed in .venv: its rows are left out; see the usage above)" >&2
 fi
 
+[ "${ANCHORS:-1}" = 0 ] || {
 p=$(port)
 "$PY" benches/lm_serve_hf.py "$MODEL" "$p" --threads 2 >"$OUT/hf.log" 2>&1 & PIDS+=($!)
 for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$p/" 2>/dev/null && break; sleep 0.5; done
 load "http://127.0.0.1:$p/v1" lm "transformers"
 kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+}
 
 "$PY" - "$OUT/all.jsonl" <<'PY'
 import json, sys

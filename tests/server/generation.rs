@@ -169,6 +169,83 @@ fn the_same_seed_gives_the_same_text() {
     );
 }
 
+#[test]
+fn n_choices_are_separate_sequences_seeded_in_turn_whole_and_streamed() {
+    let s = Server::start_on(lm_repository(), &[]);
+    let body = |seed: u64, n: u64| json!({"model": "tiny", "prompt": "And God said", "max_tokens": 12, "temperature": 2.0, "seed": seed, "n": n});
+    // Choice i is what one request with seed 7 + i makes.
+    let (status, one) = complete(&s, body(7, 1));
+    assert_eq!(status, 200, "{one}");
+    let alone: Vec<Value> = (7..10)
+        .map(|seed| {
+            let (status, r) = complete(&s, body(seed, 1));
+            assert_eq!(status, 200, "{r}");
+            r
+        })
+        .collect();
+    let made: u64 = alone
+        .iter()
+        .map(|r| r["usage"]["completion_tokens"].as_u64().unwrap())
+        .sum();
+    let alone: Vec<&Value> = alone.iter().map(|r| &r["choices"][0]).collect();
+    let (status, r) = complete(&s, body(7, 3));
+    assert_eq!(status, 200, "{r}");
+    let choices = r["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{r}");
+    for (i, (c, a)) in choices.iter().zip(alone).enumerate() {
+        assert_eq!(c["index"], i, "{r}");
+        assert_eq!(c["text"], a["text"], "choice {i}");
+        assert_eq!(c["finish_reason"], a["finish_reason"], "choice {i}");
+    }
+    assert_ne!(choices[0]["text"], choices[1]["text"], "the choices are drawn apart");
+    // The prompt counts once, the completions together.
+    assert_eq!(r["usage"]["prompt_tokens"], one["usage"]["prompt_tokens"]);
+    assert_eq!(r["usage"]["completion_tokens"], made, "{r}");
+
+    // Streamed: each chunk is one choice's piece; each choice's pieces make its text and
+    // end with one finish reason; usage and [DONE] come after all of them.
+    let mut streamed = body(7, 3);
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let (status, raw) = complete(&s, streamed);
+    assert_eq!(status, 200);
+    let (chunks, done) = events(&raw);
+    assert!(done);
+    let (usage, pieces) = chunks.split_last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], made, "{usage}");
+    for (i, c) in choices.iter().enumerate() {
+        let mine: Vec<Value> = pieces
+            .iter()
+            .filter(|p| p["choices"][0]["index"] == i)
+            .cloned()
+            .collect();
+        assert!(pieces.iter().all(|p| p["choices"].as_array().unwrap().len() == 1));
+        let (text, finish) = streamed_text(&mine);
+        assert_eq!(text, c["text"].as_str().unwrap(), "choice {i}");
+        assert_eq!(finish.as_deref(), c["finish_reason"].as_str(), "choice {i}");
+        let ends = mine
+            .iter()
+            .filter(|p| !p["choices"][0]["finish_reason"].is_null())
+            .count();
+        assert_eq!(ends, 1, "choice {i} ends once");
+    }
+
+    // Chat: every choice's first delta opens the assistant's turn.
+    let chat = json!({"model": "tiny", "messages": [{"role": "user", "content": "Let there be light"}],
+                      "max_tokens": 6, "temperature": 0, "n": 2, "stream": true});
+    let (status, raw) = s.post("/v1/chat/completions", &chat);
+    assert_eq!(status, 200);
+    let (chunks, done) = events(&raw);
+    assert!(done);
+    for i in 0..2 {
+        let first = chunks.iter().find(|c| c["choices"][0]["index"] == i).unwrap();
+        assert_eq!(first["choices"][0]["delta"]["role"], "assistant", "{first}");
+    }
+    let (status, health) = s.get("/v2/health/ready");
+    assert_eq!(status, 200, "{health}");
+}
+
 /// Why two greedy continuations of `prompt` differ: the first token where they part and
 /// the margin between the two most likely tokens there, computed here in f32 from the
 /// package. A margin near 0 is a near-tie that batching's rounding may break either way; a
@@ -387,9 +464,16 @@ fn bad_requests_get_openai_errors_naming_what_is_wrong() {
         ),
         (
             "/v1/completions",
-            json!({"model": "tiny", "prompt": "x", "n": 2}),
+            json!({"model": "tiny", "prompt": "x", "n": 0}),
             400,
-            "one choice",
+            "n must be from 1 to 16",
+            Some("n"),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 17}),
+            400,
+            "n must be from 1 to 16",
             Some("n"),
         ),
         (
@@ -490,6 +574,7 @@ fn the_openai_python_client_drives_the_server() {
         "{r}"
     );
     assert_eq!(r["seeded_a"], r["seeded_b"]);
+    assert_eq!(r["n_choices"], json!([0, 1]));
     assert_eq!(r["not_found"]["status"], 404);
     assert!(
         r["not_found"]["message"].as_str().unwrap().contains("no model named"),

@@ -44,6 +44,9 @@ seeded = [client.completions.create(model="tiny", prompt="And", max_tokens=16, t
           for _ in range(2)]
 out["seeded_a"], out["seeded_b"] = seeded
 
+several = client.completions.create(model="tiny", prompt="And", max_tokens=6, temperature=1.0, seed=5, n=2)
+out["n_choices"] = sorted(c.index for c in several.choices)
+
 try:
     client.completions.create(model="nope", prompt="x", max_tokens=4)
 except openai.NotFoundError as e:

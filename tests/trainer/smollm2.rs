@@ -101,8 +101,9 @@ fn smollm2_imported_from_gguf_matches_transformers() {
             "greedy continuation of prompt {i} {prompt:?}"
         );
     }
-    // The command line streams the same text, with f32 weights and with 4-bit ones.
-    for quantize in [&[][..], &["--quantize", "int4"][..]] {
+    // The command line streams the same text, with f32 weights, with 4-bit ones, and with
+    // 4-bit ones whose bf16 copies take the prompt.
+    for quantize in [&[][..], &["--quantize", "int4"][..], &["--quantize", "int4-bf16"][..]] {
         let mut args = vec![
             "generate",
             "--package",
@@ -135,7 +136,7 @@ fn smollm2_imported_from_gguf_matches_transformers() {
     };
     let full = nll(&pkg.model);
     let mut pkg = pkg;
-    pkg.model.quantize_int4(32).unwrap();
+    pkg.model.quantize_int4(32, false).unwrap();
     let (mut agree, mut positions) = (0, 0);
     for (i, prompt) in prompts.iter().enumerate() {
         let ids = pkg.tokenizer.encode(prompt.as_str().unwrap(), true).unwrap();

@@ -89,7 +89,8 @@ struct Args {
     /// running sequences (a longer prompt is prefilled alone).
     #[arg(long, env = "KILN_MAX_PREFILL_TOKENS", default_value_t = 512)]
     max_prefill_tokens: usize,
-    /// Language models run with weights quantized: int4 (4-bit groups of 32, CPU).
+    /// Language models run with weights quantized: int4 (4-bit groups of 32, CPU), or
+    /// int4-bf16 (the same, with a bf16 copy for prompts and wide steps; faster prompts).
     #[arg(long, env = "KILN_QUANTIZE")]
     quantize: Option<Quantize>,
 }
@@ -99,6 +100,11 @@ struct Args {
 enum Quantize {
     /// 4-bit integers in groups of 32 inputs with bf16 scales; the output projection in bf16.
     Int4,
+    /// The same 4-bit weights, and a bf16 copy of them that products of 8 rows or more
+    /// (prompts, steps of 8 sequences or more) run through: prompts about twice as fast,
+    /// for 4.6x the weights' memory.
+    #[value(name = "int4-bf16")]
+    Int4Bf16,
 }
 
 /// A poll interval; `None` is off.
@@ -158,7 +164,10 @@ async fn main() -> ExitCode {
         max_sequences: a.max_sequences.max(1),
         kv_cache_bytes: a.kv_cache_bytes,
         max_prefill_tokens: a.max_prefill_tokens.max(1),
-        quantize_int4: matches!(a.quantize, Some(Quantize::Int4)),
+        quantize: a.quantize.map(|q| match q {
+            Quantize::Int4 => kiln_serve::Quantize::Int4,
+            Quantize::Int4Bf16 => kiln_serve::Quantize::Int4Bf16,
+        }),
     };
     let bind = config.bind.clone();
     let (state, warnings) = match AppState::load(config) {

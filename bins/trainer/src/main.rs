@@ -118,7 +118,8 @@ fn run(cli: Cli, started: Instant) -> Result<(), Error> {
             let runtime = Runtime::init(device, a.threads, 0)?;
             let mut package = kiln_package::LanguagePackage::load(&a.package, runtime.device)?;
             match a.quantize {
-                Some(cli::Quantize::Int4) => package.model.quantize_int4(32)?,
+                Some(cli::Quantize::Int4) => package.model.quantize_int4(32, false)?,
+                Some(cli::Quantize::Int4Bf16) => package.model.quantize_int4(32, true)?,
                 None => {}
             }
             let request = TextRequest {

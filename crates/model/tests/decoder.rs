@@ -441,7 +441,7 @@ fn four_bit_weights_compute_what_the_f32_model_does_up_to_bf16_activations() {
         let seq: Vec<i64> = (0..40).map(|i| (i * 37 + 11) % 128).collect();
         let want = tch::no_grad(|| m.forward(&tokens(&seq), false).unwrap());
         let f32_bytes = m.weight_bytes_per_step();
-        m.quantize_int4(32).unwrap();
+        m.quantize_int4(32, false).unwrap();
         assert!(m.is_quantized());
         // Per layer: q, o 64x64, k, v 32x64, gate, up 128x64, down 64x128 at 4.5 bits a
         // weight (half a byte, and a bf16 scale and zero per 32); the output projection
@@ -484,18 +484,64 @@ fn four_bit_weights_compute_what_the_f32_model_does_up_to_bf16_activations() {
 }
 
 #[test]
+fn bf16_copies_of_four_bit_weights_compute_what_the_four_bit_weights_do() {
+    let seq: Vec<i64> = (0..40).map(|i| (i * 37 + 11) % 128).collect();
+    // One model (to_q4_1_form draws in the var store's hash order), quantized twice.
+    let mut m = model(quantizable(true));
+    to_q4_1_form(&m);
+    let mut run = |keep_bf16: bool| {
+        m.quantize_int4(32, keep_bf16).unwrap();
+        // A 30-token prompt, then one-row steps, then a step of 8 rows.
+        let mut cache = m.new_row_cache(8, 64).unwrap();
+        let mut out = vec![m.next_logits_rows(&tokens(&seq[..30]), 0, &mut cache).unwrap()];
+        for &t in &seq[30..34] {
+            out.push(m.next_logits_rows(&tokens(&[t]), 0, &mut cache).unwrap());
+        }
+        for row in 1..8 {
+            m.next_logits_rows(&tokens(&seq[..34]), row, &mut cache).unwrap();
+        }
+        let wide = Tensor::from_slice(&[seq[34]; 8]).view([8, 1]);
+        out.push(m.next_logits_rows(&wide, 0, &mut cache).unwrap());
+        (m.bf16_copy_bytes(), out)
+    };
+    let (none, four_bit) = run(false);
+    let (bytes, with_copy) = run(true);
+    assert_eq!(none, 0);
+    // Every projection's weights once more in bf16: 2 layers of 2 * 64 * 64 + 2 * 32 * 64
+    // + 3 * 128 * 64 weights.
+    assert_eq!(bytes, 2 * 2 * (2 * 64 * 64 + 2 * 32 * 64 + 3 * 128 * 64));
+    let scale = four_bit[0].abs().max().double_value(&[]);
+    // The prompt went through the bf16 copies: the same weights, another kernel (which
+    // `kiln_tensor`'s int4 tests show is taken), the same logits up to rounding.
+    let d = max_diff(&with_copy[0], &four_bit[0]);
+    assert!(d < 0.02 * scale, "the prompt's logits moved by {d} (largest {scale})");
+    // One-row steps read the 4-bit weights: bit for bit what the 4-bit model computes
+    // (on the cache the prompt left, which differs slightly).
+    for (i, (a, b)) in with_copy[1..5].iter().zip(&four_bit[1..5]).enumerate() {
+        let d = max_diff(a, b);
+        assert!(d < 0.02 * scale, "step {i} moved by {d}");
+    }
+    // A step of 8 rows goes through the copies, each row what the others compute.
+    let wide = &with_copy[5];
+    for row in 1..8 {
+        assert!(max_diff(&wide.get(row), &wide.get(1)) < 1e-6, "row {row}");
+    }
+    assert!(max_diff(&wide.get(1), &four_bit[5].get(1)) < 0.02 * scale);
+}
+
+#[test]
 fn a_model_the_four_bit_kernel_cannot_take_is_refused_and_left_as_it_was() {
     // Width 48 is not a whole number of groups of 32.
     let mut m = model(llama_like());
     let before = tch::no_grad(|| m.forward(&tokens(&[1, 2, 3]), false).unwrap());
-    let err = m.quantize_int4(32).unwrap_err();
+    let err = m.quantize_int4(32, true).unwrap_err();
     assert!(err.to_string().contains("divisible by the group size 32"), "{err}");
     assert!(!m.is_quantized());
     let after = tch::no_grad(|| m.forward(&tokens(&[1, 2, 3]), false).unwrap());
     assert_eq!(before, after);
     let mut m = model(quantizable(true));
     assert!(m
-        .quantize_int4(48)
+        .quantize_int4(48, false)
         .unwrap_err()
         .to_string()
         .contains("one of [32, 64, 128, 256]"));

@@ -56,8 +56,18 @@ pub struct ServeConfig {
     /// Prompt tokens a language-model instance prefills per step before decoding the
     /// running sequences again (a longer prompt is prefilled alone).
     pub max_prefill_tokens: usize,
-    /// Run language models with 4-bit weights (CPU).
-    pub quantize_int4: bool,
+    /// How language models keep their weights; `None` as their package has them.
+    pub quantize: Option<Quantize>,
+}
+
+/// Weights quantized for inference ([`kiln_model::Decoder::quantize_int4`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantize {
+    /// 4-bit weights in groups of 32 (CPU).
+    Int4,
+    /// 4-bit weights in groups of 32 and their bf16 copy for prompts and steps of 8
+    /// sequences or more (CPU).
+    Int4Bf16,
 }
 
 impl Default for ServeConfig {
@@ -83,7 +93,7 @@ impl Default for ServeConfig {
             max_sequences: 16,
             kv_cache_bytes: 1 << 30,
             max_prefill_tokens: 512,
-            quantize_int4: false,
+            quantize: None,
         }
     }
 }

@@ -162,13 +162,13 @@ impl LanguageModel {
             .map(|t| ChatTemplate::new(t, &name(special.bos), &name(special.eos)))
             .transpose()
             .map_err(|e| Error::BadRequest(format!("{}: {e}", dir.display())))?;
-        let (dir, device, quantize) = (dir.to_path_buf(), config.device, config.quantize_int4);
+        let (dir, device, quantize) = (dir.to_path_buf(), config.device, config.quantize);
         let load: crate::pool::Load<dyn LanguageBackend> = Arc::new(move || {
             let mut pkg = LanguagePackage::load(&dir, device)?;
-            if quantize {
+            if let Some(q) = quantize {
                 pkg.model
-                    .quantize_int4(32)
-                    .map_err(|e| Error::BadRequest(format!("--quantize int4: {e}")))?;
+                    .quantize_int4(32, q == crate::Quantize::Int4Bf16)
+                    .map_err(|e| Error::BadRequest(format!("cannot quantize to 4 bits (--quantize): {e}")))?;
             }
             Ok(Box::new(RowModel::new(pkg.model, rows, capacity as i64)?) as Box<dyn LanguageBackend>)
         });

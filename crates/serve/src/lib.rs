@@ -26,7 +26,7 @@ mod watch;
 pub mod worker;
 
 pub use completion::{Piece, Prompt, TextRequest, TextStream, TokenInfo};
-pub use config::{ServeConfig, DEFAULT_MAX_IMAGE_PIXELS};
+pub use config::{Quantize, ServeConfig, DEFAULT_MAX_IMAGE_PIXELS};
 pub use decode::DecodePool;
 pub use error::{Error, Result};
 pub use policy::{ModelSettings, VersionPolicy, MAX_INSTANCES};

@@ -148,9 +148,14 @@ impl Attention {
 
 impl Attention {
     /// Quantizes the four projections to 4 bits in groups of `group`, or back to f32 with `None`.
-    pub(crate) fn quantize(&mut self, group: Option<i64>) -> Result<()> {
-        self.qkv.quantize(group)?;
-        self.o.quantize(group)
+    pub(crate) fn quantize(&mut self, group: Option<i64>, keep_bf16: bool) -> Result<()> {
+        self.qkv.quantize(group, keep_bf16)?;
+        self.o.quantize(group, keep_bf16)
+    }
+
+    /// Bytes of the bf16 copies kept besides the 4-bit weights.
+    pub(crate) fn bf16_bytes(&self) -> usize {
+        self.qkv.bf16_bytes() + self.o.bf16_bytes()
     }
 
     /// Bytes a forward pass reads from the projections' weights.

@@ -45,9 +45,14 @@ impl FeedForwardLayer {
     }
 
     /// Quantizes the projections to 4 bits in groups of `group`, or back to f32 with `None`.
-    pub(crate) fn quantize(&mut self, group: Option<i64>) -> Result<()> {
-        self.gate_up.quantize(group)?;
-        self.down.quantize(group)
+    pub(crate) fn quantize(&mut self, group: Option<i64>, keep_bf16: bool) -> Result<()> {
+        self.gate_up.quantize(group, keep_bf16)?;
+        self.down.quantize(group, keep_bf16)
+    }
+
+    /// Bytes of the bf16 copies kept besides the 4-bit weights.
+    pub(crate) fn bf16_bytes(&self) -> usize {
+        self.gate_up.bf16_bytes() + self.down.bf16_bytes()
     }
 
     /// Bytes a forward pass reads from the projections' weights.

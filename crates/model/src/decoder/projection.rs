@@ -50,20 +50,30 @@ impl Projection {
     }
 
     /// From now on the forward pass multiplies by the weights quantized to 4 bits in
-    /// groups of `group` (see [`Int4Weight`]), or by the f32 weights again with `None`;
-    /// the f32 weights stay the parameters.
-    pub(crate) fn quantize(&mut self, group: Option<i64>) -> Result<()> {
+    /// groups of `group` (see [`Int4Weight`]), with a bf16 copy for products of many rows
+    /// when `keep_bf16`, or by the f32 weights again with `None`; the f32 weights stay the
+    /// parameters.
+    pub(crate) fn quantize(&mut self, group: Option<i64>, keep_bf16: bool) -> Result<()> {
         self.int4 = match group {
             Some(g) => {
                 let stacked = Tensor::f_cat(&self.parts.iter().map(|l| &l.ws).collect::<Vec<_>>(), 0)?;
-                Some(Int4Weight::quantize(&stacked, g)?)
+                let mut q = Int4Weight::quantize(&stacked, g)?;
+                if keep_bf16 {
+                    q.keep_bf16()?;
+                }
+                Some(q)
             }
             None => None,
         };
         Ok(())
     }
 
-    /// Bytes a forward pass reads from these projections' weights.
+    /// Bytes of the bf16 copies kept besides the 4-bit weights.
+    pub(crate) fn bf16_bytes(&self) -> usize {
+        self.int4.as_ref().map_or(0, Int4Weight::bf16_bytes)
+    }
+
+    /// Bytes a forward pass of few rows reads from these projections' weights.
     pub(crate) fn bytes(&self) -> usize {
         match &self.int4 {
             Some(q) => q.bytes(),

@@ -9,6 +9,7 @@ use super::auth::Caller;
 use crate::{AppState, Error, Piece, Prompt, TextRequest, TextStream, TokenInfo};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse, ResponseError};
+use futures_util::StreamExt;
 use kiln_model::Finish;
 use kiln_package::Task;
 use kiln_text::ChatMessage;
@@ -77,6 +78,9 @@ impl ResponseError for OpenAiError {
 }
 
 type Result<T, E = OpenAiError> = std::result::Result<T, E>;
+
+/// The most choices (`n`) one request may ask for: each is a sequence of its own.
+const MAX_CHOICES: usize = 16;
 
 /// `stop`: one string or several.
 #[derive(Deserialize)]
@@ -156,16 +160,7 @@ impl Common {
                 "model is empty; name a served model (GET /v1/models lists them)",
             ));
         }
-        if let Some(n) = self.n {
-            if n != 1 {
-                return Err(bad(
-                    "n",
-                    format!(
-                        "n = {n}: kiln makes one choice a request; send {n} requests (with different seeds) instead"
-                    ),
-                ));
-            }
-        }
+        self.choices()?;
         for (name, v) in [
             ("presence_penalty", self.presence_penalty),
             ("frequency_penalty", self.frequency_penalty),
@@ -242,6 +237,18 @@ impl Common {
         })
     }
 
+    /// `n`, the choices to make (1 to [`MAX_CHOICES`]).
+    fn choices(&self) -> Result<usize> {
+        match self.n {
+            None => Ok(1),
+            Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => Ok(n as usize),
+            Some(n) => Err(bad(
+                "n",
+                format!("n must be from 1 to {MAX_CHOICES} (the choices to make), got {n}"),
+            )),
+        }
+    }
+
     fn include_usage(&self) -> bool {
         self.stream_options.as_ref().is_some_and(|o| o.include_usage)
     }
@@ -299,6 +306,7 @@ impl Api {
     /// for, its tokens' log-probabilities.
     fn choice(
         self,
+        index: usize,
         text: &str,
         finish: Option<Finish>,
         stream: bool,
@@ -308,9 +316,11 @@ impl Api {
         let reason = finish.map(finish_reason);
         let logprobs = tokens.map_or(Value::Null, |t| self.logprobs(t));
         match (self, stream) {
-            (Api::Completions, _) => json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}),
+            (Api::Completions, _) => {
+                json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason})
+            }
             (Api::Chat, false) => json!({
-                "index": 0, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": reason,
+                "index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": reason,
             }),
             (Api::Chat, true) => {
                 let delta = match (first, finish.is_some() && text.is_empty()) {
@@ -318,7 +328,7 @@ impl Api {
                     (false, true) => json!({}),
                     (false, false) => json!({"content": text}),
                 };
-                json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason})
+                json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason})
             }
         }
     }
@@ -344,11 +354,12 @@ impl Api {
     }
 }
 
-fn usage(s: &TextStream) -> Value {
+/// Token counts: the prompt once, the completions of every choice together.
+fn usage(prompt: usize, completion: usize) -> Value {
     json!({
-        "prompt_tokens": s.prompt_tokens,
-        "completion_tokens": s.completion_tokens,
-        "total_tokens": s.prompt_tokens + s.completion_tokens,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
     })
 }
 
@@ -471,29 +482,58 @@ async fn chat_completions(
     answer(state, &req.common, text, Api::Chat).await
 }
 
-/// Runs `text` and answers whole, or streams it as Server-Sent Events.
+/// Runs `text` `n` times (choice `i` with seed `seed + i` when the request names one) and
+/// answers whole, or streams the choices' pieces as Server-Sent Events as they come, each
+/// chunk one choice's.
 async fn answer(state: web::Data<AppState>, common: &Common, text: TextRequest, api: Api) -> Result<HttpResponse> {
     let model = state.get(&common.model, None)?;
     let name = model.name.clone();
     let want_logprobs = text.logprobs.is_some();
-    let mut stream = state.generate(model, text)?;
+    let n = common.choices()?;
+    // All queued or none: dropping the streams made so far frees their sequences.
+    let mut streams = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut t = text.clone();
+        t.seed = text.seed.map(|s| s.wrapping_add(i as u64));
+        streams.push(state.generate(model.clone(), t)?);
+    }
+    let prompt_tokens = streams.first().map_or(0, |s| s.prompt_tokens);
     let (id, created) = (
         new_id(if matches!(api, Api::Chat) { "chatcmpl" } else { "cmpl" }),
         now(),
     );
     if common.stream != Some(true) {
-        let (text, finish, tokens) = stream.collect().await?;
-        let tokens = want_logprobs.then_some(&tokens[..]);
+        let done = futures_util::future::join_all(streams.iter_mut().map(TextStream::collect)).await;
+        let mut choices = Vec::with_capacity(n);
+        for (i, r) in done.into_iter().enumerate() {
+            let (text, finish, tokens) = r?;
+            choices.push(api.choice(
+                i,
+                &text,
+                Some(finish),
+                false,
+                true,
+                want_logprobs.then_some(&tokens[..]),
+            ));
+        }
+        let completion = streams.iter().map(|s| s.completion_tokens).sum();
         return Ok(HttpResponse::Ok().json(json!({
             "id": id, "object": api.object(false), "created": created, "model": name,
-            "choices": [api.choice(&text, Some(finish), false, true, tokens)],
-            "usage": usage(&stream),
+            "choices": choices,
+            "usage": usage(prompt_tokens, completion),
         })));
     }
+    // Every choice's pieces as they come, with its index and its token count so far.
+    let mut merged = futures_util::stream::select_all(streams.into_iter().enumerate().map(|(i, s)| {
+        Box::pin(futures_util::stream::unfold(s, move |mut s| async move {
+            let piece = s.next().await?;
+            Some(((i, piece, s.completion_tokens), s))
+        }))
+    }));
     // The first piece before the headers: a failure to start (a timeout, a stopped model)
     // is still a status code.
-    let first = match stream.next().await {
-        Some(p) => p?,
+    let first = match merged.next().await {
+        Some((i, p, made)) => (i, p?, made),
         None => return Err(Error::Internal("the generation ended before it began".into()).into()),
     };
     let include_usage = common.include_usage();
@@ -506,50 +546,74 @@ async fn answer(state: web::Data<AppState>, common: &Common, text: TextRequest, 
         web::Bytes::from(format!("data: {c}\n\n"))
     };
     enum Phase {
-        First(Piece),
+        First(usize, Piece, usize),
         Next,
         Usage,
         Done,
         End,
     }
-    let body = futures_util::stream::unfold((stream, Phase::First(first), true), move |(mut s, phase, first)| {
+    /// What the stream has seen of each choice: whether it began, its tokens, whether it
+    /// ended.
+    struct Seen {
+        began: Vec<bool>,
+        made: Vec<usize>,
+        open: usize,
+    }
+    let seen = Seen {
+        began: vec![false; n],
+        made: vec![0; n],
+        open: n,
+    };
+    let start = (merged, Phase::First(first.0, first.1, first.2), seen);
+    let body = futures_util::stream::unfold(start, move |(mut merged, phase, mut seen)| {
         let chunk = chunk.clone();
         async move {
-            let piece = match phase {
+            let (i, piece, made) = match phase {
                 Phase::End => return None,
                 Phase::Done => {
                     return Some((
                         Ok::<_, actix_web::Error>(web::Bytes::from_static(b"data: [DONE]\n\n")),
-                        (s, Phase::End, false),
+                        (merged, Phase::End, seen),
                     ));
                 }
                 Phase::Usage => {
-                    let u = usage(&s);
-                    return Some((Ok(chunk(Vec::new(), Some(u))), (s, Phase::Done, false)));
+                    let u = usage(prompt_tokens, seen.made.iter().sum());
+                    return Some((Ok(chunk(Vec::new(), Some(u))), (merged, Phase::Done, seen)));
                 }
-                Phase::First(p) => Ok(p),
-                Phase::Next => match s.next().await {
-                    Some(p) => p,
-                    None => return Some((Ok(web::Bytes::from_static(b"data: [DONE]\n\n")), (s, Phase::End, false))),
+                Phase::First(i, p, made) => (i, Ok(p), made),
+                Phase::Next => match merged.next().await {
+                    Some(item) => item,
+                    None => {
+                        return Some((
+                            Ok(web::Bytes::from_static(b"data: [DONE]\n\n")),
+                            (merged, Phase::End, seen),
+                        ))
+                    }
                 },
             };
             match piece {
                 Ok(p) => {
-                    let next = match (p.finish.is_some(), include_usage) {
+                    seen.made[i] = made;
+                    if p.finish.is_some() {
+                        seen.open -= 1;
+                    }
+                    let next = match (seen.open == 0, include_usage) {
                         (false, _) => Phase::Next,
                         (true, true) => Phase::Usage,
                         (true, false) => Phase::Done,
                     };
                     let tokens = want_logprobs.then_some(&p.tokens[..]);
-                    let choice = api.choice(&p.text, p.finish, true, first, tokens);
-                    Some((Ok(chunk(vec![choice], None)), (s, next, false)))
+                    let choice = api.choice(i, &p.text, p.finish, true, !seen.began[i], tokens);
+                    seen.began[i] = true;
+                    Some((Ok(chunk(vec![choice], None)), (merged, next, seen)))
                 }
                 Err(e) => {
-                    // Mid-stream: the status is sent; the error goes as an event.
+                    // Mid-stream: the status is sent; the error goes as an event, and the
+                    // other choices end with it.
                     let body = OpenAiError::from(e).body();
                     Some((
                         Ok(web::Bytes::from(format!("data: {body}\n\n"))),
-                        (s, Phase::Done, false),
+                        (merged, Phase::Done, seen),
                     ))
                 }
             }
