@@ -498,7 +498,7 @@ fn bf16_copies_of_four_bit_weights_compute_what_the_four_bit_weights_do() {
             out.push(m.next_logits_rows(&tokens(&[t]), 0, &mut cache).unwrap());
         }
         for row in 1..8 {
-            m.next_logits_rows(&tokens(&seq[..34]), row, &mut cache).unwrap();
+            let _ = m.next_logits_rows(&tokens(&seq[..34]), row, &mut cache).unwrap();
         }
         let wide = Tensor::from_slice(&[seq[34]; 8]).view([8, 1]);
         out.push(m.next_logits_rows(&wide, 0, &mut cache).unwrap());
