@@ -12,7 +12,9 @@
 #   kiln-build-base:bookworm    Debian 12 with gcc, this machine's Rust toolchain, its
 #                               cargo registry cache (the build runs --offline) and the
 #                               libtorch that scripts/setup.sh installed
-# Safe to run again: existing bases are reused; Docker's cache makes a rebuild quick.
+# Safe to run again: existing bases are reused (the build base only while Cargo.lock and
+# the Rust toolchain are those it was made with: its registry copy must hold every crate
+# the offline build needs); Docker's cache makes a rebuild quick.
 # --bases-only makes the bases and stops.
 # PUBLIC_BASES=1 builds from the public images instead.
 set -euo pipefail
@@ -72,8 +74,14 @@ if ! docker image inspect kiln-lb-base:bookworm >/dev/null 2>&1; then
   rm -rf "$WORK/lb"
 fi
 
-if ! docker image inspect kiln-build-base:bookworm >/dev/null 2>&1; then
+# What the build base was made from: Cargo.lock (the crates copied in) and the toolchain.
+INPUTS="$( (sha256sum Cargo.lock; rustc --version) | sha256sum | cut -c1-16)"
+made_from="$(docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' kiln-build-base:bookworm 2>/dev/null \
+  | sed -n 's/^KILN_BASE_INPUTS=//p')"
+if [ "$made_from" != "$INPUTS" ]; then
+  [ -z "$made_from" ] || log "kiln-build-base:bookworm was made for another Cargo.lock or toolchain: making it again"
   bash scripts/setup.sh >/dev/null
+  cargo fetch --locked --target "$(rustc -vV | sed -n 's/^host: //p')" >/dev/null
   rootfs build ca-certificates,gcc,g++,libc6-dev,make,binutils,curl
   B="$WORK/build"
   log "adding the Rust toolchain, the cargo registry cache and libtorch"
@@ -87,7 +95,8 @@ if ! docker image inspect kiln-build-base:bookworm >/dev/null 2>&1; then
   done
   NV="$(readlink -f .libtorch)/../nvidia/cu13/lib"
   cp -L "$NV/libcudart.so.13" "$NV/libcupti.so.13" "$B/opt/libtorch/lib/"
-  tar -C "$B" -c . | docker import -c "$PATH_ENV" -c 'ENV CARGO_HOME=/usr/local/cargo' - kiln-build-base:bookworm >/dev/null
+  tar -C "$B" -c . | docker import -c "$PATH_ENV" -c 'ENV CARGO_HOME=/usr/local/cargo' \
+    -c "ENV KILN_BASE_INPUTS=$INPUTS" - kiln-build-base:bookworm >/dev/null
   rm -rf "$B"
 fi
 

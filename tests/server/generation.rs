@@ -591,6 +591,57 @@ fn the_openai_python_client_drives_the_server() {
 }
 
 #[test]
+fn a_character_split_across_tokens_streams_whole() {
+    let tiny = kiln_package::LanguagePackage::load(crate::util::language_package(), kiln_tensor::Device::Cpu).unwrap();
+    // A four-byte character the tokenizer splits across tokens, then a one-byte one.
+    let emoji = tiny.tokenizer.encode("\u{1f600}", false).unwrap();
+    assert!(emoji.len() >= 2, "the emoji is one token: {emoji:?}");
+    let a = tiny.tokenizer.encode("A", false).unwrap();
+    assert_eq!(a.len(), 1);
+    let cycle: Vec<u32> = a.iter().chain(&emoji).copied().collect();
+    let package = crate::util::scripted_package("script", &cycle);
+    let repo = tempfile::tempdir().unwrap();
+    crate::util::copy_dir(&package.path().join("package"), &repo.path().join("script").join("1"));
+    let s = Server::start_on(repo, &[]);
+    let per_round = cycle.len() as u64;
+    // Two whole rounds, then one cut inside the character.
+    for max_tokens in [2 * per_round, 2 * per_round + 2] {
+        let body = json!({"model": "script", "prompt": "A", "max_tokens": max_tokens, "temperature": 0, "logprobs": 0});
+        let (status, whole) = complete(&s, body.clone());
+        assert_eq!(status, 200, "{whole}");
+        let text = whole["choices"][0]["text"].as_str().unwrap();
+        assert!(text.starts_with("\u{1f600}A\u{1f600}A"), "{max_tokens}: {text:?}");
+        let mut streamed = body;
+        streamed["stream"] = json!(true);
+        let (status, raw) = complete(&s, streamed);
+        assert_eq!(status, 200);
+        let (chunks, done) = events(&raw);
+        assert!(done);
+        let (joined, _) = streamed_text(&chunks);
+        assert_eq!(joined, text, "{max_tokens}");
+        let pieces: Vec<(&str, usize)> = chunks
+            .iter()
+            .map(|c| {
+                let choice = &c["choices"][0];
+                (
+                    choice["text"].as_str().unwrap(),
+                    choice["logprobs"]["tokens"].as_array().map_or(0, Vec::len),
+                )
+            })
+            .collect();
+        // The character's tokens are held back and come out together, as one piece; no
+        // piece holds a replacement character for half of one (only the last may, for a
+        // character the length limit cut).
+        let n = emoji.len();
+        assert_eq!(&pieces[..4], &[("\u{1f600}", n), ("A", 1), ("\u{1f600}", n), ("A", 1)], "{max_tokens}");
+        let (_, before_last) = pieces.split_last().unwrap();
+        assert!(before_last.iter().all(|(t, _)| !t.contains('\u{fffd}')), "{pieces:?}");
+        let tokens: usize = pieces.iter().map(|p| p.1).sum();
+        assert_eq!(tokens as u64, max_tokens, "every token is accounted for in some piece");
+    }
+}
+
+#[test]
 fn the_kserve_generate_extension_answers_whole_and_streamed() {
     let s = Server::start_on(lm_repository(), &[]);
     let body = json!({"text_input": "And God said", "parameters": {"max_tokens": 10, "temperature": 0}, "id": "r1"});

@@ -95,6 +95,43 @@ pub fn language_package() -> &'static Path {
     .1
 }
 
+/// A language model whose greedy continuation is written in its weights: after each
+/// token of `cycle` it gives the next (after the last, the first), so that the test knows
+/// the text it must stream. The tiny model's tokenizer; every block's output projections
+/// zeroed, so the last hidden state is the current token's normalised embedding; and an
+/// output row per successor, that embedding's direction, which scores highest for its own
+/// token. Saved as the package `name`; returns its folder.
+pub fn scripted_package(name: &str, cycle: &[u32]) -> tempfile::TempDir {
+    use kiln_tensor::{tch, Tensor};
+    let tiny = kiln_package::LanguagePackage::load(language_package(), kiln_tensor::Device::Cpu).unwrap();
+    let spec = kiln_model::DecoderSpec {
+        tie_embeddings: false,
+        ..tiny.model.spec().clone()
+    };
+    tch::manual_seed(12);
+    let model = kiln_model::Decoder::new(spec, kiln_tensor::Device::Cpu).unwrap();
+    tch::no_grad(|| {
+        let vars = model.var_store().variables();
+        for (name, v) in &vars {
+            if name.contains("o_proj") || name.contains("down_proj") {
+                let _ = v.shallow_clone().zero_();
+            }
+        }
+        let embed = &vars["model.embed_tokens.weight"];
+        let head = vars["lm_head.weight"].shallow_clone();
+        let _ = head.shallow_clone().zero_();
+        for (i, &t) in cycle.iter().enumerate() {
+            let next = cycle[(i + 1) % cycle.len()];
+            let e: Tensor = embed.get(i64::from(t));
+            let _ = head.get(i64::from(next)).copy_(&(&e / e.norm()).g_mul_scalar(4.0));
+        }
+    });
+    let manifest = kiln_package::Manifest::language_model(name, 1, &model, tiny.tokenizer.special());
+    let dir = tempfile::tempdir().unwrap();
+    kiln_package::LanguagePackage::save(&dir.path().join("package"), manifest, &model, &tiny.tokenizer).unwrap();
+    dir
+}
+
 /// [`repository`] with the language model `tiny` version 1 beside `fashion`.
 pub fn lm_repository() -> tempfile::TempDir {
     let repo = repository();
