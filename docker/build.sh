@@ -76,8 +76,8 @@ fi
 
 # What the build base was made from: Cargo.lock (the crates copied in) and the toolchain.
 INPUTS="$( (sha256sum Cargo.lock; rustc --version) | sha256sum | cut -c1-16)"
-made_from="$(docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' kiln-build-base:bookworm 2>/dev/null \
-  | sed -n 's/^KILN_BASE_INPUTS=//p')"
+made_from="$({ docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' kiln-build-base:bookworm 2>/dev/null \
+  || true; } | sed -n 's/^KILN_BASE_INPUTS=//p')"
 if [ "$made_from" != "$INPUTS" ]; then
   [ -z "$made_from" ] || log "kiln-build-base:bookworm was made for another Cargo.lock or toolchain: making it again"
   bash scripts/setup.sh >/dev/null

@@ -412,6 +412,17 @@ fn a_full_queue_answers_429_at_once_and_the_server_recovers() {
     );
     assert!(codes.iter().all(|(c, _)| *c == 200 || *c == 429), "{codes:?}");
     assert_eq!(complete(&s, greedy("And", 4)).0, 200);
+    // More choices than the server runs at once would wait on each other: a 400, not a
+    // 429 that no retry could end.
+    let mut two = greedy("And", 4);
+    two["n"] = json!(2);
+    let (status, r) = complete(&s, two);
+    assert_eq!(status, 400, "{r}");
+    assert_eq!(r["error"]["param"], "n");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("--max-sequences"),
+        "{r}"
+    );
     assert!(s.healthy());
 }
 
@@ -604,8 +615,8 @@ fn a_character_split_across_tokens_streams_whole() {
     crate::util::copy_dir(&package.path().join("package"), &repo.path().join("script").join("1"));
     let s = Server::start_on(repo, &[]);
     let per_round = cycle.len() as u64;
-    // Two whole rounds, then one cut inside the character.
-    for max_tokens in [2 * per_round, 2 * per_round + 2] {
+    // Two whole rounds, then one cut inside the character (after its first token).
+    for max_tokens in [2 * per_round, 2 * per_round + 1] {
         let body = json!({"model": "script", "prompt": "A", "max_tokens": max_tokens, "temperature": 0, "logprobs": 0});
         let (status, whole) = complete(&s, body.clone());
         assert_eq!(status, 200, "{whole}");
@@ -633,7 +644,11 @@ fn a_character_split_across_tokens_streams_whole() {
         // piece holds a replacement character for half of one (only the last may, for a
         // character the length limit cut).
         let n = emoji.len();
-        assert_eq!(&pieces[..4], &[("\u{1f600}", n), ("A", 1), ("\u{1f600}", n), ("A", 1)], "{max_tokens}");
+        assert_eq!(
+            &pieces[..4],
+            &[("\u{1f600}", n), ("A", 1), ("\u{1f600}", n), ("A", 1)],
+            "{max_tokens}"
+        );
         let (_, before_last) = pieces.split_last().unwrap();
         assert!(before_last.iter().all(|(t, _)| !t.contains('\u{fffd}')), "{pieces:?}");
         let tokens: usize = pieces.iter().map(|p| p.1).sum();

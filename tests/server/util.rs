@@ -123,12 +123,12 @@ pub fn scripted_package(name: &str, cycle: &[u32]) -> tempfile::TempDir {
         for (i, &t) in cycle.iter().enumerate() {
             let next = cycle[(i + 1) % cycle.len()];
             let e: Tensor = embed.get(i64::from(t));
-            let _ = head.get(i64::from(next)).copy_(&(&e / e.norm()).g_mul_scalar(4.0));
+            head.get(i64::from(next)).copy_(&(&e / e.norm()).g_mul_scalar(4.0));
         }
     });
     let manifest = kiln_package::Manifest::language_model(name, 1, &model, tiny.tokenizer.special());
     let dir = tempfile::tempdir().unwrap();
-    kiln_package::LanguagePackage::save(&dir.path().join("package"), manifest, &model, &tiny.tokenizer).unwrap();
+    kiln_package::LanguagePackage::save(dir.path().join("package"), manifest, &model, &tiny.tokenizer).unwrap();
     dir
 }
 

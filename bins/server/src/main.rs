@@ -102,7 +102,7 @@ enum Quantize {
     Int4,
     /// The same 4-bit weights, and a bf16 copy of them that products of 8 rows or more
     /// (prompts, steps of 8 sequences or more) run through: prompts about twice as fast,
-    /// for 4.6x the weights' memory.
+    /// for 3.2x more memory than the 4-bit weights.
     #[value(name = "int4-bf16")]
     Int4Bf16,
 }

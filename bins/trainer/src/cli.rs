@@ -107,7 +107,7 @@ pub enum Quantize {
     /// 4-bit integers in groups of 32 inputs, each group with a bf16 scale and zero.
     Int4,
     /// The same 4-bit weights, and a bf16 copy of them for products of 8 rows or more (a
-    /// prompt, 8 sequences or more): prompts about twice as fast, 4.6x the weights' memory.
+    /// prompt, 8 sequences or more): prompts about twice as fast, 3.2x more memory than the 4-bit weights.
     #[value(name = "int4-bf16")]
     Int4Bf16,
 }

@@ -443,7 +443,7 @@ fn four_bit_weights_compute_what_the_f32_model_does_up_to_bf16_activations() {
         let f32_bytes = m.weight_bytes_per_step();
         m.quantize_int4(32, false).unwrap();
         assert!(m.is_quantized());
-        // Per layer: q, o 64x64, k, v 32x64, gate, up 128x64, down 64x128 at 4.5 bits a
+        // Per layer: q, o 64x64, k, v 32x64, gate, up 128x64, down 64x128 at 5 bits a
         // weight (half a byte, and a bf16 scale and zero per 32); the output projection
         // 128x64 in bf16; 5 norms of 64 in f32.
         let layer: usize = 2 * 64 * 64 + 2 * 32 * 64 + 3 * 128 * 64;
@@ -515,13 +515,14 @@ fn bf16_copies_of_four_bit_weights_compute_what_the_four_bit_weights_do() {
     // `kiln_tensor`'s int4 tests show is taken), the same logits up to rounding.
     let d = max_diff(&with_copy[0], &four_bit[0]);
     assert!(d < 0.02 * scale, "the prompt's logits moved by {d} (largest {scale})");
-    // One-row steps read the 4-bit weights: bit for bit what the 4-bit model computes
-    // (on the cache the prompt left, which differs slightly).
+    // One-row steps read the 4-bit weights: what the 4-bit model computes, up to the
+    // rounding of the cache the prompt left.
     for (i, (a, b)) in with_copy[1..5].iter().zip(&four_bit[1..5]).enumerate() {
         let d = max_diff(a, b);
         assert!(d < 0.02 * scale, "step {i} moved by {d}");
     }
-    // A step of 8 rows goes through the copies, each row what the others compute.
+    // A step of 8 rows (through the copies): rows of the same prompt and token compute the
+    // same, and what the 4-bit model does up to rounding.
     let wide = &with_copy[5];
     for row in 1..8 {
         assert!(max_diff(&wide.get(row), &wide.get(1)) < 1e-6, "row {row}");

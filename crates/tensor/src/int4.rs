@@ -10,7 +10,8 @@
 //! llama.cpp likewise rounds activations, to 8 bits): about three significant digits.
 //!
 //! Decoding one token at a time reads every weight once per step, so its speed is set by
-//! the bytes the weights take: 4.5 bits per weight here against 32 in f32.
+//! the bytes the weights take: 5 bits per weight here (4 and a bf16 scale and zero per 32)
+//! against 32 in f32.
 //!
 //! ```
 //! use kiln_tensor::{Int4Weight, Kind, Tensor};
@@ -154,7 +155,8 @@ impl Int4Weight {
 
     /// The weights as the kernel sees them, `[outputs, inputs]` f32: the kernel applied to
     /// the identity, so each value is `(q − 8) · scale + zero` rounded to bf16 (the kernel's
-    /// output dtype). For checks and tests; inference never needs it.
+    /// output dtype). For checks, tests and [`keep_bf16`](Self::keep_bf16) (once, at load:
+    /// an `[inputs, inputs]` identity through the kernel).
     pub fn dequantize(&self) -> Result<Tensor> {
         let eye = Tensor::f_eye(self.inputs, (Kind::BFloat16, Device::Cpu))?;
         Ok(eye
@@ -169,7 +171,7 @@ impl Int4Weight {
     /// least [`BF16_ROWS`](Self::BF16_ROWS) rows (a prompt, many sequences decoding at
     /// once) go through libtorch's bf16 matrix product, which is faster there than the
     /// 4-bit kernel; fewer rows still read only the 4-bit weights. Both multiply by the
-    /// same weights.
+    /// same weights, up to the bf16 rounding of the copy (the kernel's output dtype).
     pub fn keep_bf16(&mut self) -> Result<()> {
         self.dense = Some(self.dequantize()?.f_to_kind(Kind::BFloat16)?);
         Ok(())

@@ -298,7 +298,7 @@ impl Decoder {
     /// logits near the top computed again in f32 (`tests/trainer/smollm2.rs`).
     ///
     /// With `keep_bf16`, each projection also keeps its 4-bit weights as bf16 (16 more
-    /// bits per weight, 4.6x the 4-bit bytes): products of at least
+    /// bits per weight, 3.2x the 4-bit bytes): products of at least
     /// [`Int4Weight::BF16_ROWS`] rows, a prompt's prefill or a decoding step of that many
     /// sequences, run through them, about twice as fast as the 4-bit kernel for a
     /// 128-token prompt; a step of fewer sequences still reads only the 4-bit weights.

@@ -490,6 +490,15 @@ async fn answer(state: web::Data<AppState>, common: &Common, text: TextRequest, 
     let name = model.name.clone();
     let want_logprobs = text.logprobs.is_some();
     let n = common.choices()?;
+    let room = state.config.max_sequences.min(state.config.queue_capacity);
+    if n > room {
+        // More choices than one instance runs at once (or the queue holds) would wait on
+        // each other: some would time out, or every try would be a 429.
+        return Err(bad(
+            "n",
+            format!("n = {n} is more than the {room} sequences this server runs at once (--max-sequences, --queue-capacity)"),
+        ));
+    }
     // All queued or none: dropping the streams made so far frees their sequences.
     let mut streams = Vec::with_capacity(n);
     for i in 0..n {
@@ -503,10 +512,10 @@ async fn answer(state: web::Data<AppState>, common: &Common, text: TextRequest, 
         now(),
     );
     if common.stream != Some(true) {
-        let done = futures_util::future::join_all(streams.iter_mut().map(TextStream::collect)).await;
+        // The first failure answers at once; dropping the others frees their sequences.
+        let done = futures_util::future::try_join_all(streams.iter_mut().map(TextStream::collect)).await?;
         let mut choices = Vec::with_capacity(n);
-        for (i, r) in done.into_iter().enumerate() {
-            let (text, finish, tokens) = r?;
+        for (i, (text, finish, tokens)) in done.into_iter().enumerate() {
             choices.push(api.choice(
                 i,
                 &text,
