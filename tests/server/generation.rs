@@ -329,6 +329,14 @@ fn sixteen_concurrent_streams_each_equal_their_solo_answer() {
     assert!(s.metric("kiln_time_to_first_token_seconds_count", "tiny") >= 32.0);
     assert!(s.metric("kiln_inter_token_latency_seconds_count", "tiny") >= 32.0 * 31.0);
     assert!(s.metric("kiln_e2e_request_latency_seconds_count", "tiny") >= 32.0);
+    assert!(s.metric("kiln_queue_duration_seconds_count", "tiny") >= 32.0);
+    // Every prompt's tokens, BOS included, once solo and once together.
+    let pkg = kiln_package::LanguagePackage::load(crate::util::language_package(), kiln_tensor::Device::Cpu).unwrap();
+    let prompt_tokens: usize = prompts
+        .iter()
+        .map(|p| pkg.tokenizer.encode(p, true).unwrap().len())
+        .sum();
+    assert_eq!(s.metric("kiln_prompt_tokens_total", "tiny"), 2.0 * prompt_tokens as f64);
     assert!(s.metric("kiln_request_finished_total", "finished_reason=\"length\"") >= 32.0);
 }
 
@@ -800,6 +808,13 @@ fn sigterm_lets_running_streams_finish_then_exits_0() {
         wait_for("three streams to run", || {
             s.metric("kiln_num_requests_running", "tiny") == 3.0
         });
+        // The cache holds their tokens: at least the three prompts, within its capacity.
+        let held = s.metric("kiln_kv_cache_tokens", "tiny");
+        let capacity = s.metric("kiln_kv_cache_capacity_tokens", "tiny");
+        assert!(held >= 3.0 * 2.0 && held < capacity, "{held} of {capacity} tokens");
+        let usage = s.metric("kiln_kv_cache_usage_perc", "tiny");
+        assert!(usage > 0.0 && usage < 1.0, "usage {usage}");
+        assert_eq!(s.metric("kiln_queue_depth", "tiny"), 0.0, "nobody waits");
         assert!(std::process::Command::new("kill")
             .args(["-TERM", &s.pid().to_string()])
             .status()
