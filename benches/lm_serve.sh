@@ -10,7 +10,10 @@
 #   MODEL: a GGUF file (default: the SmolLM2-135M-Instruct file of the set-up), or a kiln
 #   language-model package folder (e.g. runs/kjv-lm/package; llama.cpp cannot read one, so
 #   its rows are left out).
-#   KILN_MODES (default "f32 int4 int4-bf16"): the kiln-serve weight modes to run;
+#   KILN_MODES (default "f32 int4 int4-bf16 int4-bf16+prefix-cache"): the kiln-serve modes
+#   to run, a --quantize value (f32: none), "+prefix-cache" adding --prefix-cache (every
+#   client sends the same prompt, so with the prefix cache only the first prefills it whole,
+#   as with llama-cpp-python's prompt cache);
 #   ANCHORS=0 leaves the llama-cpp-python and transformers servers out (a quick look).
 # llama-cpp-python is used when .venv has it; install it with (about 13 minutes):
 #   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
@@ -48,9 +51,11 @@ port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 wait_up() { for _ in $(seq 600); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.5; done; echo "$1 did not come up" >&2; return 1; }
 load() { "$PY" benches/lm_serve_load.py "$1" "$2" "$OUT/prompt.txt" --label "$3" | tee -a "$OUT/all.jsonl"; }
 
-for mode in ${KILN_MODES:-f32 int4 int4-bf16}; do
+for mode in ${KILN_MODES:-f32 int4 int4-bf16 int4-bf16+prefix-cache}; do
   p=$(port)
-  flags=(); [ "$mode" != f32 ] && flags=(--quantize "$mode")
+  flags=(); q="${mode%%+*}"
+  [ "$q" != f32 ] && flags+=(--quantize "$q")
+  [[ "$mode" == *+prefix-cache ]] && flags+=(--prefix-cache)
   ./target/release/kiln-serve --model-repository "$OUT/repo" --bind "127.0.0.1:$p" --threads-per-instance 2 \
     --poll-interval off "${flags[@]}" 2>"$OUT/kiln-$mode.log" & PIDS+=($!)
   wait_up "http://127.0.0.1:$p/v2/health/ready"

@@ -341,6 +341,56 @@ fn sixteen_concurrent_streams_each_equal_their_solo_answer() {
 }
 
 #[test]
+fn prefix_caching_reuses_held_prompts_and_changes_no_text() {
+    let base = "In the beginning God created the heaven and the earth. And the earth was without form, and void;";
+    let prompts = [
+        format!("{base} and darkness"),
+        format!("{base} and the Spirit of God"),
+        base.to_string(),
+        "And God said, Let there be light".to_string(),
+    ];
+    let text = |s: &Server, p: &str| {
+        let (status, r) = complete(s, greedy(p, 24));
+        assert_eq!(status, 200, "{r}");
+        r["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    let plain = Server::start_on(lm_repository(), &[]);
+    let want: Vec<String> = prompts.iter().map(|p| text(&plain, p)).collect();
+    let cached = Server::start_on(lm_repository(), &["--prefix-cache"]);
+    let hits = || cached.metric("kiln_prefix_cache_hits_total", "tiny");
+    // Nothing is held yet; then each prompt starting with what a finished sequence held
+    // reuses it, and what it generates does not change.
+    assert_eq!(text(&cached, &prompts[0]), want[0]);
+    assert_eq!(hits(), 0.0);
+    let pkg = kiln_package::LanguagePackage::load(crate::util::language_package(), kiln_tensor::Device::Cpu).unwrap();
+    let shared = pkg.tokenizer.encode(base, true).unwrap().len();
+    assert!(shared >= 16, "the shared start is {shared} tokens");
+    for (i, p) in prompts.iter().enumerate().skip(1) {
+        let before = hits();
+        let got = text(&cached, p);
+        assert!(got == want[i], "prompt {i}: {}", explain(p, &want[i], &got));
+        if i < 3 {
+            assert!(
+                hits() - before >= (shared - 1) as f64,
+                "prompt {i} reused {}",
+                hits() - before
+            );
+        } else {
+            assert_eq!(hits(), before, "an unrelated prompt reuses nothing");
+        }
+    }
+    // Running together, each reusing what the others hold.
+    let together: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts.iter().map(|p| scope.spawn(|| text(&cached, p))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (got, want)) in together.iter().zip(&want).enumerate() {
+        assert!(got == want, "prompt {i} together: {}", explain(&prompts[i], want, got));
+    }
+    assert!(cached.healthy());
+}
+
+#[test]
 fn a_client_that_hangs_up_mid_stream_frees_its_sequence() {
     let s = Server::start_on(lm_repository(), &["--max-sequences", "2", "--http-workers", "4"]);
     let addr = s.url.trim_start_matches("http://").to_string();

@@ -89,6 +89,11 @@ struct Args {
     /// running sequences (a longer prompt is prefilled alone).
     #[arg(long, env = "KILN_MAX_PREFILL_TOKENS", default_value_t = 512)]
     max_prefill_tokens: usize,
+    /// Language-model prompts that start with tokens the KV cache holds (a running or a
+    /// finished sequence's, 16 tokens or more) copy their keys and values instead of
+    /// computing them: a shared system prompt is prefilled once.
+    #[arg(long, env = "KILN_PREFIX_CACHE")]
+    prefix_cache: bool,
     /// Language models run with weights quantized: int4 (4-bit groups of 32, CPU), or
     /// int4-bf16 (the same, with a bf16 copy for prompts and wide steps; faster prompts).
     #[arg(long, env = "KILN_QUANTIZE")]
@@ -164,6 +169,7 @@ async fn main() -> ExitCode {
         max_sequences: a.max_sequences.max(1),
         kv_cache_bytes: a.kv_cache_bytes,
         max_prefill_tokens: a.max_prefill_tokens.max(1),
+        prefix_cache: a.prefix_cache,
         quantize: a.quantize.map(|q| match q {
             Quantize::Int4 => kiln_serve::Quantize::Int4,
             Quantize::Int4Bf16 => kiln_serve::Quantize::Int4Bf16,

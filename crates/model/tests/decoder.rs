@@ -531,6 +531,37 @@ fn bf16_copies_of_four_bit_weights_compute_what_the_four_bit_weights_do() {
 }
 
 #[test]
+fn a_reused_prefix_continues_as_a_whole_prefill_would() {
+    let m = model(llama_like());
+    let seq: Vec<i64> = (0..40).map(|i| (i * 37 + 11) % 97).collect();
+    let mut cache = m.new_row_cache(3, 64).unwrap();
+    let whole = m.next_logits_rows(&tokens(&seq), 0, &mut cache).unwrap();
+    let scale = whole.abs().max().double_value(&[]);
+    // Row 1 starts from row 0's first 30 slots and computes only the rest.
+    cache.reuse_prefix(0, 1, 30).unwrap();
+    let part = m.next_logits_rows(&tokens(&seq[30..]), 1, &mut cache).unwrap();
+    let d = max_diff(&part, &whole);
+    assert!(d < 1e-5 * (1.0 + scale), "moved by {d} (largest {scale})");
+    // A cleared row keeps its slots: it can start again from them, without a copy.
+    cache.clear_row(0).unwrap();
+    cache.reuse_prefix(0, 0, 35).unwrap();
+    let again = m.next_logits_rows(&tokens(&seq[35..]), 0, &mut cache).unwrap();
+    let d = max_diff(&again, &whole);
+    assert!(d < 1e-5 * (1.0 + scale), "moved by {d} (largest {scale})");
+    assert_eq!(cache.lengths(), &[40, 40, 0]);
+    // Slots that hold nothing give other logits: the reused ones really are read.
+    cache.clear_row(2).unwrap();
+    cache.reuse_prefix(2, 2, 30).unwrap();
+    let stale = m.next_logits_rows(&tokens(&seq[30..]), 2, &mut cache).unwrap();
+    assert!(max_diff(&stale, &whole) > 1e-3 * scale);
+    // Rows outside the cache, a prefix leaving no room, a cache without rows.
+    assert!(cache.reuse_prefix(0, 3, 5).unwrap_err().to_string().contains("outside"));
+    assert!(cache.reuse_prefix(0, 2, 64).unwrap_err().to_string().contains("room"));
+    let mut grow = m.new_cache(1);
+    assert!(grow.reuse_prefix(0, 0, 1).is_err());
+}
+
+#[test]
 fn a_model_the_four_bit_kernel_cannot_take_is_refused_and_left_as_it_was() {
     // Width 48 is not a whole number of groups of 32.
     let mut m = model(llama_like());

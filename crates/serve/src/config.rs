@@ -58,6 +58,9 @@ pub struct ServeConfig {
     pub max_prefill_tokens: usize,
     /// How language models keep their weights; `None` as their package has them.
     pub quantize: Option<Quantize>,
+    /// Prompts reuse the keys and values of a prefix the cache holds (a running or a
+    /// finished sequence's) instead of computing them again.
+    pub prefix_cache: bool,
 }
 
 /// Weights quantized for inference ([`kiln_model::Decoder::quantize_int4`]).
@@ -94,6 +97,7 @@ impl Default for ServeConfig {
             kv_cache_bytes: 1 << 30,
             max_prefill_tokens: 512,
             quantize: None,
+            prefix_cache: false,
         }
     }
 }

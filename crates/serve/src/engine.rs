@@ -162,7 +162,8 @@ impl LanguageModel {
             .map(|t| ChatTemplate::new(t, &name(special.bos), &name(special.eos)))
             .transpose()
             .map_err(|e| Error::BadRequest(format!("{}: {e}", dir.display())))?;
-        let (dir, device, quantize) = (dir.to_path_buf(), config.device, config.quantize);
+        let (dir, device, quantize, prefix_cache) =
+            (dir.to_path_buf(), config.device, config.quantize, config.prefix_cache);
         let load: crate::pool::Load<dyn LanguageBackend> = Arc::new(move || {
             let mut pkg = LanguagePackage::load(&dir, device)?;
             if let Some(q) = quantize {
@@ -170,7 +171,7 @@ impl LanguageModel {
                     .quantize_int4(32, q == crate::Quantize::Int4Bf16)
                     .map_err(|e| Error::BadRequest(format!("cannot quantize to 4 bits (--quantize): {e}")))?;
             }
-            Ok(Box::new(RowModel::new(pkg.model, rows, capacity as i64)?) as Box<dyn LanguageBackend>)
+            Ok(Box::new(RowModel::new(pkg.model, rows, capacity as i64, prefix_cache)?) as Box<dyn LanguageBackend>)
         });
         Ok(LanguageModel {
             generator: Generator::spawn(load, instances, capacity, config, label)?,

@@ -92,27 +92,57 @@ pub struct GenerateJob {
 pub trait LanguageBackend {
     /// Sequences it can hold at once.
     fn rows(&self) -> usize;
-    /// Prefills `prompt` into the empty row `row`; the logits of its last position.
-    fn prefill(&mut self, row: usize, prompt: &[u32]) -> std::result::Result<Vec<f32>, RunError>;
+    /// Prefills `prompt` into the empty row `row`: the logits of its last position, and
+    /// how many of its first tokens were not computed but reused from the cache.
+    fn prefill(&mut self, row: usize, prompt: &[u32]) -> std::result::Result<(Vec<f32>, usize), RunError>;
     /// Feeds `last[i]` to row `i` for every `i`; each row's next logits.
     fn decode(&mut self, last: &[u32]) -> std::result::Result<Vec<Vec<f32>>, RunError>;
     /// Row `row` is done: row `last` (the highest in use) moves into it.
     fn release(&mut self, row: usize, last: usize) -> std::result::Result<(), RunError>;
 }
 
+/// With prefix caching, a prompt reuses a row's keys and values when it starts with at
+/// least this many of that row's tokens (fewer save little and only change rounding).
+pub const MIN_REUSED_PREFIX: usize = 16;
+
 /// A decoder and its row cache.
 pub struct RowModel {
     model: Decoder,
     cache: KvCache,
+    /// With prefix caching: the tokens whose keys and values each row's first slots hold,
+    /// a freed row's too, until the row is filled again.
+    held: Option<Vec<Vec<u32>>>,
 }
 
 impl RowModel {
-    /// `model` with a cache of `rows` sequences of up to `capacity` tokens each.
-    pub fn new(model: Decoder, rows: usize, capacity: i64) -> Result<RowModel> {
+    /// `model` with a cache of `rows` sequences of up to `capacity` tokens each; with
+    /// `prefix_cache`, a prompt that starts with tokens a row holds (a running sequence's,
+    /// or a finished one's) copies their keys and values instead of computing them again.
+    pub fn new(model: Decoder, rows: usize, capacity: i64, prefix_cache: bool) -> Result<RowModel> {
         let cache = model
             .new_row_cache(rows, capacity)
             .map_err(|e| Error::Internal(format!("cannot allocate the KV cache: {e}")))?;
-        Ok(RowModel { model, cache })
+        Ok(RowModel {
+            model,
+            cache,
+            held: prefix_cache.then(|| vec![Vec::new(); rows]),
+        })
+    }
+
+    /// The row holding the longest start of `prompt` (at least [`MIN_REUSED_PREFIX`]
+    /// tokens, and one short of the whole prompt, whose last token must be computed), and
+    /// that length; `row` itself wins a tie, as it needs no copy.
+    fn longest_prefix(&self, row: usize, prompt: &[u32]) -> Option<(usize, usize)> {
+        let held = self.held.as_ref()?;
+        let most = prompt.len().saturating_sub(1);
+        held.iter()
+            .enumerate()
+            .map(|(r, h)| {
+                let n = h.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(most);
+                (r, n)
+            })
+            .max_by_key(|&(r, n)| (n, r == row))
+            .filter(|&(_, n)| n >= MIN_REUSED_PREFIX)
     }
 }
 
@@ -125,17 +155,38 @@ impl LanguageBackend for RowModel {
         self.cache.batch()
     }
 
-    fn prefill(&mut self, row: usize, prompt: &[u32]) -> std::result::Result<Vec<f32>, RunError> {
-        self.model
-            .prefill_row(prompt, row, &mut self.cache)
+    fn prefill(&mut self, row: usize, prompt: &[u32]) -> std::result::Result<(Vec<f32>, usize), RunError> {
+        let mut reused = 0;
+        if let Some((from, n)) = self.longest_prefix(row, prompt) {
+            self.cache.reuse_prefix(from, row, n as i64).map_err(failed)?;
+            reused = n;
+        }
+        let logits = self
+            .model
+            .prefill_row(&prompt[reused..], row, &mut self.cache)
             .map_err(|e| RunError {
                 caused_by_input: matches!(e, kiln_model::Error::Input(_)),
                 message: e.to_string(),
-            })
+            });
+        if let Some(held) = &mut self.held {
+            // A failed prefill may have written part of the row.
+            held[row] = if logits.is_ok() { prompt.to_vec() } else { Vec::new() };
+        }
+        Ok((logits?, reused))
     }
 
     fn decode(&mut self, last: &[u32]) -> std::result::Result<Vec<Vec<f32>>, RunError> {
-        self.model.decode_rows(last, &mut self.cache).map_err(failed)
+        let logits = self.model.decode_rows(last, &mut self.cache).map_err(failed);
+        if let Some(held) = &mut self.held {
+            for (h, &t) in held.iter_mut().zip(last) {
+                if logits.is_ok() {
+                    h.push(t);
+                } else {
+                    h.clear();
+                }
+            }
+        }
+        logits
     }
 
     fn release(&mut self, row: usize, last: usize) -> std::result::Result<(), RunError> {
@@ -143,6 +194,10 @@ impl LanguageBackend for RowModel {
             self.cache.clear_row(row).map_err(failed)
         } else {
             self.cache.move_row(last, row).map_err(failed)?;
+            if let Some(held) = &mut self.held {
+                // Row `last` keeps its slots, and so what it held, until it is filled again.
+                held[row] = held[last].clone();
+            }
             self.cache.clear_row(last).map_err(failed)
         }
     }
@@ -336,7 +391,10 @@ fn schedule(
                 .prompt_tokens
                 .fetch_add(r.prompt.len() as u64, Ordering::Relaxed);
             match backend.prefill(row, &r.prompt) {
-                Ok(logits) => {
+                Ok((logits, reused)) => {
+                    // The budget counts the tokens computed.
+                    prefilled -= reused;
+                    generation.prefix_hits.fetch_add(reused as u64, Ordering::Relaxed);
                     let mut seq = Sequence {
                         events: job.events,
                         sampler: Sampler::new(r.sampling),

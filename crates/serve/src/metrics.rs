@@ -119,6 +119,8 @@ pub struct GenerationMetrics {
     pub e2e: Mutex<Histogram>,
     /// Prompt tokens prefilled.
     pub prompt_tokens: AtomicU64,
+    /// Prompt tokens whose keys and values were reused from the cache, not computed.
+    pub prefix_hits: AtomicU64,
     /// Tokens generated.
     pub generated_tokens: AtomicU64,
     /// Sequences that ended with a stop token or string.
@@ -144,6 +146,7 @@ impl Default for GenerationMetrics {
             itl: Mutex::new(Histogram::new(TOKEN_SECONDS)),
             e2e: Mutex::new(Histogram::new(SECONDS)),
             prompt_tokens: AtomicU64::new(0),
+            prefix_hits: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
             finished_stop: AtomicU64::new(0),
             finished_length: AtomicU64::new(0),
@@ -203,10 +206,16 @@ impl GenerationMetrics {
                 lock(h(g)).render(out, name, &labels(m, *v));
             }
         }
-        let scalars: [GenerationScalar; 6] = [
+        let scalars: [GenerationScalar; 7] = [
             ("kiln_prompt_tokens_total", "Prompt tokens prefilled.", "counter", |g| {
                 g.prompt_tokens.load(Ordering::Relaxed)
             }),
+            (
+                "kiln_prefix_cache_hits_total",
+                "Prompt tokens whose keys and values were reused from the cache (--prefix-cache).",
+                "counter",
+                |g| g.prefix_hits.load(Ordering::Relaxed),
+            ),
             ("kiln_generation_tokens_total", "Tokens generated.", "counter", |g| {
                 g.generated_tokens.load(Ordering::Relaxed)
             }),

@@ -78,20 +78,46 @@ impl KvCache {
         if from != to {
             let len = self.lengths[from];
             if len > 0 {
-                kiln_tensor::tch::no_grad(|| -> Result<()> {
-                    for (k, v) in self.layers.iter().flatten() {
-                        for t in [k, v] {
-                            let src = t.f_select(0, from as i64)?.f_narrow(1, 0, len)?;
-                            t.f_select(0, to as i64)?.f_narrow(1, 0, len)?.f_copy_(&src)?;
-                        }
-                    }
-                    Ok(())
-                })?;
+                self.copy_slots(from, to, len)?;
             }
             self.lengths[to] = len;
             self.lengths[from] = 0;
         }
         Ok(())
+    }
+
+    /// Row `to` (row layout) starts over from the first `len` slots of row `from`, copied
+    /// (or kept, when `from == to`), and then holds `len` tokens: prefix caching. The
+    /// caller vouches that those slots hold the keys and values of the tokens it means,
+    /// which they do for a running row and for a cleared one (its slots stay as they were
+    /// until the row is filled again) up to the length that sequence had.
+    pub fn reuse_prefix(&mut self, from: usize, to: usize, len: i64) -> Result<()> {
+        self.check_row(from)?;
+        self.check_row(to)?;
+        let capacity = self.capacity.unwrap_or(0);
+        if !(0..capacity).contains(&len) {
+            return Err(Error::Input(format!(
+                "a reused prefix of {len} tokens must leave room in rows of {capacity}"
+            )));
+        }
+        if from != to && len > 0 {
+            self.copy_slots(from, to, len)?;
+        }
+        self.lengths[to] = len;
+        Ok(())
+    }
+
+    /// Copies the first `len` slots of row `from` into row `to`, every layer.
+    fn copy_slots(&self, from: usize, to: usize, len: i64) -> Result<()> {
+        kiln_tensor::tch::no_grad(|| -> Result<()> {
+            for (k, v) in self.layers.iter().flatten() {
+                for t in [k, v] {
+                    let src = t.f_select(0, from as i64)?.f_narrow(1, 0, len)?;
+                    t.f_select(0, to as i64)?.f_narrow(1, 0, len)?.f_copy_(&src)?;
+                }
+            }
+            Ok(())
+        })
     }
 
     fn check_row(&self, row: usize) -> Result<()> {
