@@ -865,11 +865,7 @@ fn sigterm_lets_running_streams_finish_then_exits_0() {
         let usage = s.metric("kiln_kv_cache_usage_perc", "tiny");
         assert!(usage > 0.0 && usage < 1.0, "usage {usage}");
         assert_eq!(s.metric("kiln_queue_depth", "tiny"), 0.0, "nobody waits");
-        assert!(std::process::Command::new("kill")
-            .args(["-TERM", &s.pid().to_string()])
-            .status()
-            .unwrap()
-            .success());
+        s.sigterm();
         clients.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>()
     });
     for (status, _, sse) in answers {

@@ -76,11 +76,7 @@ fn sigterm_under_load_finishes_in_flight_requests_then_exits_0() {
         wait_for("all requests to be queued", || {
             s.metric("kiln_queue_depth", "model=\"fashion\"") == 8.0
         });
-        assert!(std::process::Command::new("kill")
-            .args(["-TERM", &s.pid().to_string()])
-            .status()
-            .unwrap()
-            .success());
+        s.sigterm();
         clients.into_iter().map(|c| c.join().unwrap()).collect::<Vec<u16>>()
     });
     assert_eq!(statuses, vec![200; 8], "in-flight requests must finish");

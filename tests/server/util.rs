@@ -288,6 +288,15 @@ impl Server {
         self.child.id()
     }
 
+    /// Sends the server SIGTERM (what `docker stop` and Kubernetes send).
+    pub fn sigterm(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {} failed", self.pid());
+    }
+
     /// The exit status, once the process has ended.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()

@@ -168,9 +168,9 @@ impl LanguageBackend for RowModel {
                 caused_by_input: matches!(e, kiln_model::Error::Input(_)),
                 message: e.to_string(),
             });
-        if let Some(held) = &mut self.held {
+        if let Some(h) = self.held.as_mut().and_then(|held| held.get_mut(row)) {
             // A failed prefill may have written part of the row.
-            held[row] = if logits.is_ok() { prompt.to_vec() } else { Vec::new() };
+            *h = if logits.is_ok() { prompt.to_vec() } else { Vec::new() };
         }
         Ok((logits?, reused))
     }
