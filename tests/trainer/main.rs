@@ -5,6 +5,7 @@
 mod util;
 
 mod cuda;
+mod distributed;
 mod errors;
 mod import;
 mod language;

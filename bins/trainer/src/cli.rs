@@ -37,6 +37,38 @@ pub enum Command {
     /// Continue a prompt with a language-model package, writing the text to stdout as it
     /// is generated (figures to stderr at the end).
     Generate(GenerateArgs),
+    /// Run `train` or `resume` on several ranks of this machine (data-parallel), as
+    /// torchrun does: each rank is a kiln-train process with RANK, WORLD_SIZE, LOCAL_RANK,
+    /// MASTER_ADDR and MASTER_PORT set. Signals are forwarded; when a rank fails, the
+    /// others are stopped and the exit status names it. Example:
+    /// `kiln-train launch --nproc 2 -- train --config configs/fashion-mlp.toml`
+    Launch(LaunchArgs),
+}
+
+#[derive(clap::Args)]
+pub struct LaunchArgs {
+    /// Ranks to start on this machine.
+    #[arg(long, alias = "nproc-per-node", default_value_t = 1)]
+    pub nproc: usize,
+    /// Machines in the job (each runs `kiln-train launch` with its own --node-rank).
+    #[arg(long, default_value_t = 1)]
+    pub nnodes: usize,
+    /// This machine's index in the job, from 0.
+    #[arg(long, default_value_t = 0)]
+    pub node_rank: usize,
+    /// Address of the machine of rank 0, which hosts the rendezvous store.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub master_addr: String,
+    /// Port of the rendezvous store.
+    #[arg(long, default_value_t = 29500)]
+    pub master_port: u16,
+    /// Seconds a rank waits for the others (rendezvous, collectives) before failing and
+    /// naming the ranks that did not answer; a rank that dies is reported at once.
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// The command each rank runs: `train ...` or `resume RUN`, after `--`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(clap::Args)]

@@ -35,6 +35,15 @@ fn options(quiet: bool, started: Instant) -> Result<TrainOptions, Error> {
 }
 
 fn print_report(report: &TrainReport) {
+    if report.rank != 0 {
+        println!(
+            "rank {} of {}: done; rank 0 wrote the package to {}",
+            report.rank,
+            report.world,
+            report.package_dir.display()
+        );
+        return;
+    }
     println!(
         "package: {} (epoch {} of {})",
         report.package_dir.display(),
@@ -150,6 +159,7 @@ fn run(cli: Cli, started: Instant) -> Result<(), Error> {
                 r.finish
             );
         }
+        Command::Launch(_) => return Err(cfg_err("launch is handled before run")),
         Command::Predict(a) => {
             let package = Package::load(&a.package, kiln_tensor::Device::Cpu)?;
             for p in predict_files(&package, &a.files, a.top_k)? {
@@ -177,12 +187,75 @@ fn exit_code(e: &Error) -> u8 {
     }
 }
 
+/// `kiln-train launch`: the ranks' exit status (0, 130 when all were interrupted, or the
+/// failed rank's code, 1 when it was killed by a signal).
+fn launch(a: cli::LaunchArgs) -> Result<u8, Error> {
+    if !matches!(a.command.first().map(String::as_str), Some("train" | "resume")) {
+        return Err(cfg_err(format!(
+            "launch runs `train ...` or `resume RUN` on each rank, not {:?}",
+            a.command.join(" ")
+        )));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| cfg_err(format!("cannot handle signals: {e}")))?;
+    }
+    let program = std::env::current_exe().map_err(|e| cfg_err(format!("cannot find kiln-train itself: {e}")))?;
+    let launch = kiln_dist::Launch {
+        nproc: a.nproc,
+        nnodes: a.nnodes,
+        node_rank: a.node_rank,
+        master_addr: a.master_addr,
+        master_port: a.master_port,
+        program,
+        args: a.command,
+        env: a
+            .timeout
+            .map(|t| ("KILN_DIST_TIMEOUT".to_string(), t.to_string()))
+            .into_iter()
+            .collect(),
+    };
+    let outcome = launch.run(&stop).map_err(Error::Dist)?;
+    if let Some((rank, status)) = outcome.failed {
+        tracing::error!(
+            rank,
+            "rank {rank} {}; the other ranks were stopped",
+            kiln_dist::describe(&status)
+        );
+        return Ok(status
+            .code()
+            .and_then(|c| u8::try_from(c).ok())
+            .filter(|&c| c != 0)
+            .unwrap_or(1));
+    }
+    if outcome.statuses.iter().all(|(_, s)| s.success()) {
+        Ok(0)
+    } else {
+        Ok(outcome
+            .statuses
+            .iter()
+            .find_map(|(_, s)| s.code())
+            .and_then(|c| u8::try_from(c).ok())
+            .unwrap_or(1))
+    }
+}
+
 fn main() -> ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
     if let Err(e) = kiln_log::init("kiln-train", cli.log_format, "info") {
         eprintln!("kiln-train: error: {e}");
         return ExitCode::from(2);
+    }
+    if let Command::Launch(a) = cli.command {
+        return match launch(a) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::from(exit_code(&e))
+            }
+        };
     }
     match run(cli, started) {
         Ok(()) => ExitCode::SUCCESS,

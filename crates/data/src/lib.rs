@@ -29,6 +29,7 @@ mod known;
 mod loader;
 mod normalize;
 mod relabel;
+mod shard;
 mod split;
 
 pub use crate::csv::{CsvDataset, LabelColumn, MAX_INTEGER_LABEL};
@@ -42,4 +43,5 @@ pub use known::{KnownDataset, Split};
 pub use loader::{Batch, DataLoader, LoaderConfig};
 pub use normalize::Normalize;
 pub use relabel::{relabel, Relabeled};
+pub use shard::Shard;
 pub use split::{split, take_first};

@@ -1,6 +1,6 @@
 //! Batching in a seeded order, decoded in parallel and prepared ahead of training.
 
-use crate::{permutation, Augment, Dataset, Error, Normalize, Result, SplitMix64};
+use crate::{permutation, Augment, Dataset, Error, Normalize, Result, Shard, SplitMix64};
 use kiln_tensor::{convert, Tensor};
 use rayon::prelude::*;
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -27,6 +27,8 @@ pub struct LoaderConfig {
     pub augment: Augment,
     /// Normalisation, applied after augmentation.
     pub normalize: Option<Normalize>,
+    /// This rank's share of each epoch in data-parallel training (all of it by default).
+    pub shard: Shard,
 }
 
 impl Default for LoaderConfig {
@@ -39,6 +41,7 @@ impl Default for LoaderConfig {
             prefetch: 4,
             augment: Augment::default(),
             normalize: None,
+            shard: Shard::default(),
         }
     }
 }
@@ -129,9 +132,9 @@ impl DataLoader {
         &self.config
     }
 
-    /// Number of batches in one epoch.
+    /// Number of batches in one epoch (of this rank's shard).
     pub fn batches_per_epoch(&self) -> usize {
-        let (n, b) = (self.data.len(), self.config.batch_size.max(1));
+        let (n, b) = (self.config.shard.len(self.data.len()), self.config.batch_size.max(1));
         if self.config.drop_last {
             n / b
         } else {
@@ -139,13 +142,14 @@ impl DataLoader {
         }
     }
 
-    /// The order in which epoch `epoch` visits the dataset.
+    /// The order in which epoch `epoch` visits the dataset (this rank's shard of it).
     pub fn order(&self, epoch: u64) -> Vec<usize> {
-        if self.config.shuffle {
+        let all = if self.config.shuffle {
             permutation(self.data.len(), &mut SplitMix64::for_stream(self.config.seed, &[epoch]))
         } else {
             (0..self.data.len()).collect()
-        }
+        };
+        self.config.shard.take(all)
     }
 
     /// The batches of epoch `epoch`.

@@ -28,7 +28,12 @@ pub struct GradBuckets {
 
 impl std::fmt::Debug for GradBuckets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GradBuckets({} buckets, sizes {:?})", self.buckets.len(), self.sizes())
+        write!(
+            f,
+            "GradBuckets({} buckets, sizes {:?})",
+            self.buckets.len(),
+            self.sizes()
+        )
     }
 }
 
@@ -102,7 +107,9 @@ impl GradBuckets {
                 if i == last && !extras.is_empty() {
                     let at = b.flat.numel() as i64 - extras.len() as i64;
                     let values: Vec<f32> = extras.iter().map(|&x| x as f32).collect();
-                    b.flat.f_narrow(0, at, extras.len() as i64)?.f_copy_(&Tensor::f_from_slice(&values)?)?;
+                    b.flat
+                        .f_narrow(0, at, extras.len() as i64)?
+                        .f_copy_(&Tensor::f_from_slice(&values)?)?;
                 }
                 let t = Instant::now();
                 pending.push(pg.allreduce_start(&b.flat, ReduceOp::Sum)?);

@@ -44,8 +44,13 @@ extern "C" {
     ) -> *mut RawWork;
     fn kiln_barrier(g: *mut RawGroup, err: *mut *mut c_char) -> *mut RawWork;
     fn kiln_work_wait(w: *mut RawWork, err: *mut *mut c_char) -> bool;
-    fn kiln_store_set(g: *mut RawGroup, key: *const c_char, value: *const u8, len: usize, err: *mut *mut c_char)
-        -> bool;
+    fn kiln_store_set(
+        g: *mut RawGroup,
+        key: *const c_char,
+        value: *const u8,
+        len: usize,
+        err: *mut *mut c_char,
+    ) -> bool;
     fn kiln_store_check(g: *mut RawGroup, key: *const c_char, err: *mut *mut c_char) -> c_int;
 }
 
@@ -213,4 +218,13 @@ impl Group {
             _ => Err(take_error(err)),
         }
     }
+}
+
+/// Sends `signal` to process `pid`; false when it is gone.
+pub(crate) fn send_signal(pid: u32, signal: i32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with a child's pid; no memory is involved.
+    unsafe { libc::kill(pid, signal) == 0 }
 }

@@ -6,7 +6,7 @@
 //! ones (when the store itself is gone, rank 0, which hosts it, is lost).
 
 use crate::ffi;
-use crate::{Error, Result, Rendezvous};
+use crate::{Error, Rendezvous, Result};
 use kiln_tensor::{tch, Kind, Tensor};
 use std::time::{Duration, Instant};
 

@@ -25,9 +25,11 @@ mod buckets;
 mod error;
 mod ffi;
 mod group;
+mod launch;
 mod rendezvous;
 
 pub use buckets::{GradBuckets, DEFAULT_BUCKET_BYTES};
 pub use error::{Error, Result};
 pub use group::{Pending, ProcessGroup, ReduceOp};
+pub use launch::{describe, Launch, Outcome};
 pub use rendezvous::{is_loopback, Rendezvous, DEFAULT_TIMEOUT};

@@ -9,7 +9,11 @@ use kiln_tensor::{Kind, Tensor};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn rendezvous(rank: usize, world: usize, port: u16, timeout: Duration) -> Rendezvous {
@@ -58,7 +62,10 @@ fn allreduce_broadcast_allgather_and_barrier_across_three_ranks() {
             Vec::<f32>::try_from(&avg).unwrap(),
             Vec::<i64>::try_from(&max).unwrap(),
             Vec::<f32>::try_from(&b).unwrap(),
-            gathered.iter().map(|t| Vec::<f32>::try_from(t).unwrap()).collect::<Vec<_>>(),
+            gathered
+                .iter()
+                .map(|t| Vec::<f32>::try_from(t).unwrap())
+                .collect::<Vec<_>>(),
             sums,
         )
     });

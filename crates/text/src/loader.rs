@@ -3,7 +3,7 @@
 //! one would.
 
 use crate::{Error, Packed, Result};
-use kiln_data::{permutation, SplitMix64};
+use kiln_data::{permutation, Shard, SplitMix64};
 use kiln_tensor::{Kind, Tensor};
 use std::sync::Arc;
 
@@ -35,6 +35,7 @@ pub struct TokenLoader {
     batch_size: usize,
     shuffle: bool,
     seed: u64,
+    shard: Shard,
 }
 
 impl TokenLoader {
@@ -49,7 +50,14 @@ impl TokenLoader {
             batch_size,
             shuffle,
             seed,
+            shard: Shard::default(),
         })
+    }
+
+    /// The loader of this rank's share of each epoch in data-parallel training.
+    pub fn sharded(mut self, shard: Shard) -> TokenLoader {
+        self.shard = shard;
+        self
     }
 
     /// The packed stream.
@@ -59,17 +67,18 @@ impl TokenLoader {
 
     /// Batches in one epoch.
     pub fn batches_per_epoch(&self) -> usize {
-        self.packed.sequences().div_ceil(self.batch_size)
+        self.shard.len(self.packed.sequences()).div_ceil(self.batch_size)
     }
 
     /// The order of the sequences in `epoch`.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let n = self.packed.sequences();
-        if self.shuffle {
+        let all = if self.shuffle {
             permutation(n, &mut SplitMix64::for_stream(self.seed, &[epoch, 0x70CE_5EED]))
         } else {
             (0..n).collect()
-        }
+        };
+        self.shard.take(all)
     }
 
     /// The batch of sequences `indices`.

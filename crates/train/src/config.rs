@@ -60,6 +60,8 @@ pub struct TrainConfig {
     pub monitor: String,
     /// Stop when the monitored metric stops improving.
     pub early_stopping: Option<EarlyStoppingConfig>,
+    /// Data-parallel training (used when the run is launched on several ranks).
+    pub distributed: DistributedConfig,
 }
 
 /// What a run trains.
@@ -142,6 +144,23 @@ impl Default for CheckpointConfig {
     }
 }
 
+/// Data-parallel training, when `kiln-train launch`, `torchrun` or a `PyTorchJob` starts
+/// the run on several ranks (`WORLD_SIZE` > 1). `batch_size` is then per rank: a step
+/// averages the gradients of `world × batch_size` samples.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistributedConfig {
+    /// The largest gradient bucket, in MiB (PyTorch DDP's `bucket_cap_mb`; the first
+    /// bucket is at most 1 MiB).
+    pub bucket_mb: f64,
+}
+
+impl Default for DistributedConfig {
+    fn default() -> Self {
+        DistributedConfig { bucket_mb: 25.0 }
+    }
+}
+
 /// Early stopping: stop after `patience` epochs without an improvement of at least
 /// `min_delta` in `monitor`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -190,6 +209,7 @@ impl Default for TrainConfig {
             checkpoint: CheckpointConfig::default(),
             monitor: "val_accuracy".into(),
             early_stopping: None,
+            distributed: DistributedConfig::default(),
         }
     }
 }
@@ -359,6 +379,12 @@ impl TrainConfig {
         }
         if self.version == 0 {
             return bad("version must be a positive integer".into());
+        }
+        if !(self.distributed.bucket_mb > 0.0 && self.distributed.bucket_mb <= 4096.0) {
+            return bad(format!(
+                "distributed.bucket_mb must be above 0 and at most 4096 (MiB), not {}",
+                self.distributed.bucket_mb
+            ));
         }
         match (self.task, self.model.is_language_model()) {
             (TaskKind::LanguageModel, false) => {

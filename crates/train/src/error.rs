@@ -44,6 +44,9 @@ pub enum Error {
     /// The tensor layer failed.
     #[error(transparent)]
     Tensor(#[from] kiln_tensor::Error),
+    /// Data-parallel training failed: a lost rank, a bad launch variable.
+    #[error("distributed training: {0}")]
+    Dist(#[from] kiln_dist::Error),
     /// libtorch failed.
     #[error("libtorch: {0}")]
     Torch(#[from] kiln_tensor::tch::TchError),

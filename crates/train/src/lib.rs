@@ -22,6 +22,7 @@
 
 mod checkpoint;
 mod config;
+mod distributed;
 mod early_stop;
 mod error;
 mod evaluate;
@@ -41,8 +42,8 @@ mod trainer;
 
 pub use checkpoint::{load_latest as load_checkpoint, Checkpoint, RunState};
 pub use config::{
-    CheckpointConfig, DataConfig, DatasetKind, EarlyStoppingConfig, MixedPrecision, OptimizerConfig, OptimizerKind,
-    TaskKind, TextConfig, TrainConfig,
+    CheckpointConfig, DataConfig, DatasetKind, DistributedConfig, EarlyStoppingConfig, MixedPrecision, OptimizerConfig,
+    OptimizerKind, TaskKind, TextConfig, TrainConfig,
 };
 pub use early_stop::{EarlyStopping, Monitor};
 pub use error::{Error, Result};

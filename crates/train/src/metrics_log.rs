@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 /// and the end of a run.
 pub struct MetricsLog {
     path: PathBuf,
-    file: BufWriter<File>,
+    /// `None`: records are dropped (the ranks other than 0 of a data-parallel run).
+    file: Option<BufWriter<File>>,
 }
 
 impl MetricsLog {
@@ -25,8 +26,16 @@ impl MetricsLog {
             .map_err(|e| Error::io(path, e))?;
         Ok(MetricsLog {
             path: path.to_path_buf(),
-            file: BufWriter::new(file),
+            file: Some(BufWriter::new(file)),
         })
+    }
+
+    /// A log that writes nothing: in a data-parallel run, rank 0 alone writes metrics.
+    pub fn discard() -> MetricsLog {
+        MetricsLog {
+            path: PathBuf::new(),
+            file: None,
+        }
     }
 
     /// Reopens the log of a resumed run, keeping only the records `keep` accepts (those
@@ -47,19 +56,25 @@ impl MetricsLog {
             .map_err(|e| Error::io(path, e))?;
         Ok(MetricsLog {
             path: path.to_path_buf(),
-            file: BufWriter::new(file),
+            file: Some(BufWriter::new(file)),
         })
     }
 
     /// Appends one record as a line of JSON.
     pub fn write<T: Serialize>(&mut self, record: &T) -> Result<()> {
-        serde_json::to_writer(&mut self.file, record)
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        serde_json::to_writer(&mut *file, record)
             .map_err(|e| Error::Internal(format!("cannot record metrics: {e}")))?;
-        self.file.write_all(b"\n").map_err(|e| Error::io(&self.path, e))
+        file.write_all(b"\n").map_err(|e| Error::io(&self.path, e))
     }
 
     /// Writes buffered records to the file.
     pub fn flush(&mut self) -> Result<()> {
-        self.file.flush().map_err(|e| Error::io(&self.path, e))
+        match self.file.as_mut() {
+            Some(f) => f.flush().map_err(|e| Error::io(&self.path, e)),
+            None => Ok(()),
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! that an interrupted run continues exactly where it stopped.
 
 use crate::checkpoint::{self, RunState};
+use crate::distributed::{self, DataParallel};
 use crate::early_stop::{EarlyStopping, Monitor};
 use crate::evaluate::Tally;
 use crate::progress::Progress;
@@ -9,7 +10,8 @@ use crate::task::classify::Classify;
 use crate::task::language::Language;
 use crate::task::{Evaluation, Task};
 use crate::{Error, EvalResult, MetricsLog, MixedPrecision, Optimizer, Result, TaskKind, TrainConfig};
-use kiln_data::SplitMix64;
+use kiln_data::{Shard, SplitMix64};
+use kiln_dist::ProcessGroup;
 use kiln_package::{atomic, Manifest};
 use kiln_tensor::{tch, Runtime};
 use serde::{Deserialize, Serialize};
@@ -66,12 +68,16 @@ pub struct TrainReport {
     pub best_epoch: usize,
     /// The test evaluation of the packaged weights, when the data has a test part.
     pub test: Option<EvalResult>,
-    /// The manifest written.
-    pub manifest: Manifest,
+    /// The manifest written (by rank 0 alone in a data-parallel run: `None` on the others).
+    pub manifest: Option<Manifest>,
     /// Training wall time, summed over resumptions.
     pub seconds: f64,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// This process's rank and the number of ranks (0 and 1 for a single process).
+    pub rank: usize,
+    /// The number of ranks that trained together.
+    pub world: usize,
 }
 
 /// How a run is driven.
@@ -112,8 +118,15 @@ fn prepare_out_dir(out: &Path) -> Result<()> {
 
 /// Starts a new run of `config` in `out`, writing `config.json`, `metrics.jsonl`,
 /// `checkpoints/`, `curves.svg`, `confusion.svg` and `package/`.
+///
+/// Under `kiln-train launch`, `torchrun` or a `PyTorchJob` (`WORLD_SIZE` > 1 in the
+/// environment) the run is one rank of a data-parallel job: rank 0 alone writes to `out`.
 pub fn train(config: &TrainConfig, out: &Path, opts: &TrainOptions) -> Result<TrainReport> {
     config.validate()?;
+    let pg = distributed::join()?;
+    if pg.as_ref().is_some_and(|pg| pg.rank() != 0) {
+        return run(config.clone(), out, opts, None, pg);
+    }
     prepare_out_dir(out)?;
     if !checkpoint::list(out).is_empty() {
         return Err(Error::Config(format!(
@@ -122,12 +135,14 @@ pub fn train(config: &TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Tr
             out.display()
         )));
     }
-    run(config.clone(), out, opts, None)
+    run(config.clone(), out, opts, None, pg)
 }
 
 /// Continues the run in `out` from its newest intact checkpoint, with the config it was
-/// started with.
+/// started with. A data-parallel run resumes with the same number of ranks, each reading
+/// `out` (a folder every rank can read: a shared volume across machines).
 pub fn resume(out: &Path, opts: &TrainOptions) -> Result<TrainReport> {
+    let pg = distributed::join()?;
     let config_path = out.join("config.json");
     let config = TrainConfig::load(Some(&config_path), &[])?;
     let (ckpt, warnings) = checkpoint::load_latest(out)?.ok_or_else(|| {
@@ -140,13 +155,23 @@ pub fn resume(out: &Path, opts: &TrainOptions) -> Result<TrainReport> {
         tracing::warn!(run = %out.display(), "{w}");
     }
     tracing::info!(checkpoint = %ckpt.dir.display(), "resuming from {}", ckpt.dir.display());
-    run(config, out, opts, Some(ckpt))
+    if let Some(pg) = &pg {
+        let steps = ckpt.state.optimizer_steps;
+        tracing::info!(rank = pg.rank(), "rank {} resumes at step {steps}", pg.rank());
+    }
+    run(config, out, opts, Some(ckpt), pg)
 }
 
 /// The dropout generator's seed for batch `n`: a function of the run's seed and the
-/// position, so a resumed run draws the same masks without saving generator state.
-fn batch_seed(seed: u64, n: u64) -> i64 {
-    (SplitMix64::for_stream(seed, &[n, 0xD50]).next_u64() >> 1) as i64
+/// position (and the rank in a data-parallel run), so a resumed run draws the same masks
+/// without saving generator state.
+fn batch_seed(seed: u64, n: u64, shard: Shard) -> i64 {
+    let mut stream = if shard.world > 1 {
+        SplitMix64::for_stream(seed, &[n, 0xD50, shard.rank as u64])
+    } else {
+        SplitMix64::for_stream(seed, &[n, 0xD50])
+    };
+    (stream.next_u64() >> 1) as i64
 }
 
 fn run(
@@ -154,16 +179,18 @@ fn run(
     out: &Path,
     opts: &TrainOptions,
     ckpt: Option<checkpoint::Checkpoint>,
+    pg: Option<ProcessGroup>,
 ) -> Result<TrainReport> {
     let runtime = Runtime::init(config.device, config.threads, config.seed)?;
+    let shard = distributed::shard(pg.as_ref());
     match config.task {
         TaskKind::Classification => {
-            let task = Classify::new(&mut config, runtime.device)?;
-            Loop::start(config, out, opts, ckpt, &runtime, &task)?.run()
+            let task = Classify::new(&mut config, runtime.device, shard)?;
+            Loop::start(config, out, opts, ckpt, &runtime, &task, pg)?.run()
         }
         TaskKind::LanguageModel => {
-            let task = Language::new(&mut config, runtime.device, out, ckpt.is_some())?;
-            Loop::start(config, out, opts, ckpt, &runtime, &task)?.run()
+            let task = Language::new(&mut config, runtime.device, out, ckpt.is_some(), shard)?;
+            Loop::start(config, out, opts, ckpt, &runtime, &task, pg)?.run()
         }
     }
 }
@@ -186,6 +213,16 @@ struct Loop<'a, T: Task> {
     total_steps: usize,
     lr: f64,
     first_step_logged: bool,
+    /// The other ranks of a data-parallel run.
+    dp: Option<DataParallel>,
+    /// This rank's share of the data.
+    shard: Shard,
+    /// Whether this process writes the run's files (rank 0, or the only process).
+    leader: bool,
+    /// Whether a stop was asked for on some rank (agreed on at each step).
+    stop_agreed: bool,
+    /// Steps since the last `step` record, for its allreduce time per step.
+    steps_since_record: u64,
 }
 
 impl<'a, T: Task> Loop<'a, T> {
@@ -198,8 +235,11 @@ impl<'a, T: Task> Loop<'a, T> {
         ckpt: Option<checkpoint::Checkpoint>,
         runtime: &Runtime,
         task: &'a T,
+        pg: Option<ProcessGroup>,
     ) -> Result<Self> {
-        if ckpt.is_none() {
+        let shard = distributed::shard(pg.as_ref());
+        let leader = shard.rank == 0;
+        if ckpt.is_none() && leader {
             let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
             atomic::write_file(&out.join("config.json"), &json).map_err(|e| Error::io(out.join("config.json"), e))?;
         }
@@ -224,6 +264,17 @@ impl<'a, T: Task> Loop<'a, T> {
         };
         let log_path = out.join("metrics.jsonl");
         let log = match ckpt {
+            Some(c) if !leader => {
+                checkpoint::restore_model(&c, task.vars())?;
+                opt.load_state(&c.tensors, c.state.optimizer_steps)?;
+                // The checkpoint's tally is all ranks' (rank 0 carries it on).
+                state = RunState {
+                    tally: Tally::default(),
+                    ..c.state
+                };
+                MetricsLog::discard()
+            }
+            None if !leader => MetricsLog::discard(),
             Some(c) => {
                 checkpoint::restore_model(&c, task.vars())?;
                 opt.load_state(&c.tensors, c.state.optimizer_steps)?;
@@ -237,17 +288,26 @@ impl<'a, T: Task> Loop<'a, T> {
             }
             None => MetricsLog::create(&log_path)?,
         };
+        let dp = pg.map(|pg| DataParallel::new(pg, task.vars(), &config)).transpose()?;
         let per_epoch = task.batches_per_epoch();
         let steps_per_epoch = per_epoch.div_ceil(config.optimizer.accumulate);
         let total_steps = steps_per_epoch * config.epochs;
-        let progress = Progress::new((per_epoch * config.epochs) as u64, opts.quiet, task.unit());
+        let progress = Progress::new((per_epoch * config.epochs) as u64, opts.quiet || !leader, task.unit());
         progress.set_position(state.batches_done);
         let description = task.describe();
+        let ranks = if shard.world > 1 {
+            format!(
+                ", rank {} of {} ({per_epoch} batches per epoch each)",
+                shard.rank, shard.world
+            )
+        } else {
+            String::new()
+        };
         progress.log(|| {
             tracing::info!(
                 device = ?runtime.device,
                 threads = runtime.threads,
-                "training {description} on {:?} with {} threads",
+                "training {description} on {:?} with {} threads{ranks}",
                 runtime.device,
                 runtime.threads,
             )
@@ -268,7 +328,22 @@ impl<'a, T: Task> Loop<'a, T> {
             per_epoch,
             steps_per_epoch,
             total_steps,
+            dp,
+            shard,
+            leader,
+            stop_agreed: false,
+            steps_since_record: 0,
         })
+    }
+
+    /// Whether the run should stop: asked on this process, or (data-parallel) on any rank
+    /// as of the last step, so that every rank stops at the same step.
+    fn stop_requested(&self) -> bool {
+        if self.dp.is_some() {
+            self.stop_agreed
+        } else {
+            self.opts.stop.load(Ordering::SeqCst)
+        }
     }
 
     /// Epochs until the last, early stopping, or an interruption; then the package.
@@ -276,7 +351,7 @@ impl<'a, T: Task> Loop<'a, T> {
         let mut stopped_early = false;
         // With evaluations during epochs, a new run also evaluates where it starts: the
         // baseline a fine-tuning run improves on.
-        if self.state.batches_done == 0 && self.config.eval_every_steps > 0 {
+        if self.state.batches_done == 0 && self.config.eval_every_steps > 0 && self.leader {
             self.eval_record()?;
         }
         while self.state.epoch < self.config.epochs {
@@ -287,7 +362,7 @@ impl<'a, T: Task> Loop<'a, T> {
             if stopped_early {
                 break;
             }
-            if self.opts.stop.load(Ordering::SeqCst) && self.state.epoch < self.config.epochs {
+            if self.stop_requested() && self.state.epoch < self.config.epochs {
                 self.progress.finish();
                 return Err(Error::Interrupted(dir));
             }
@@ -306,8 +381,11 @@ impl<'a, T: Task> Loop<'a, T> {
         let task = self.task;
         for batch in task.batches(epoch, first) {
             let batch = batch?;
+            if let Some(dp) = self.dp.as_mut() {
+                dp.sync_buffers()?;
+            }
             let state = &mut self.state;
-            tch::manual_seed(batch_seed(self.config.seed, state.batches_done));
+            tch::manual_seed(batch_seed(self.config.seed, state.batches_done, self.shard));
             let group_start = state.batch_in_epoch - state.batch_in_epoch % accumulate;
             let group_len = accumulate.min(self.per_epoch - group_start);
             let fwd = self.task.forward(&batch, self.autocast)?;
@@ -332,7 +410,7 @@ impl<'a, T: Task> Loop<'a, T> {
             if state.batch_in_epoch % accumulate != 0 && state.batch_in_epoch != self.per_epoch {
                 continue;
             }
-            let rate = epoch_samples as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+            let rate = (epoch_samples * self.shard.world) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
             self.optimizer_step(group_loss, rate)?;
             group_loss = 0.0;
             let mid_epoch = self.state.batch_in_epoch < self.per_epoch;
@@ -344,7 +422,7 @@ impl<'a, T: Task> Loop<'a, T> {
             if mid_epoch && every > 0 && steps % every == 0 {
                 self.checkpoint()?;
             }
-            if mid_epoch && self.opts.stop.load(Ordering::SeqCst) {
+            if mid_epoch && self.stop_requested() {
                 let dir = self.checkpoint()?;
                 self.progress.finish();
                 return Err(Error::Interrupted(dir));
@@ -353,8 +431,24 @@ impl<'a, T: Task> Loop<'a, T> {
         Ok(epoch_samples)
     }
 
-    /// Flushes the metrics log, then writes a checkpoint of where the run is.
+    /// Flushes the metrics log, then writes a checkpoint of where the run is (rank 0
+    /// alone in a data-parallel run; the others return the folder it writes to).
     fn checkpoint(&mut self) -> Result<PathBuf> {
+        // The epoch's running tally over all ranks goes into rank 0's checkpoint; the other
+        // ranks count on from zero, so that the end-of-epoch sum is the same.
+        if let Some(dp) = self.dp.as_mut() {
+            let t = &self.state.tally;
+            let sum = dp.sum(&[t.loss_sum, t.correct as f64, t.samples as f64])?;
+            self.state.tally = Tally::default();
+            if self.leader {
+                self.state.tally.loss_sum = sum[0];
+                self.state.tally.correct = sum[1] as i64;
+                self.state.tally.samples = sum[2] as usize;
+            }
+        }
+        if !self.leader {
+            return Ok(checkpoint::checkpoints_dir(self.out));
+        }
         self.log.flush()?;
         checkpoint::save(
             self.out,
@@ -366,7 +460,14 @@ impl<'a, T: Task> Loop<'a, T> {
     }
 
     /// Clips, steps the optimizer at the schedule's rate, and logs the step.
-    fn optimizer_step(&mut self, group_loss: f64, rate: f64) -> Result<()> {
+    fn optimizer_step(&mut self, mut group_loss: f64, rate: f64) -> Result<()> {
+        if let Some(dp) = self.dp.as_mut() {
+            let stop = self.opts.stop.load(Ordering::SeqCst);
+            let mut extras = [group_loss, f64::from(u8::from(stop))];
+            dp.average_gradients(&mut extras)?;
+            group_loss = extras[0] / dp.world() as f64;
+            self.stop_agreed = extras[1] > 0.0;
+        }
         if let Some(max) = self.config.optimizer.clip_grad_norm {
             self.opt.clip_grad_norm(max)?;
         }
@@ -380,6 +481,7 @@ impl<'a, T: Task> Loop<'a, T> {
         self.opt.step(self.lr)?;
         self.opt.zero_grad();
         self.state.optimizer_steps += 1;
+        self.steps_since_record += 1;
         if !self.first_step_logged {
             self.first_step_logged = true;
             let unix = std::time::SystemTime::now()
@@ -398,6 +500,11 @@ impl<'a, T: Task> Loop<'a, T> {
                 "loss": group_loss, "lr": self.lr, "samples_per_sec": rate,
             });
             record[unit] = rate.into();
+            if let Some(dp) = self.dp.as_mut() {
+                let per_step = dp.take_comm() / self.steps_since_record.max(1) as f64;
+                record["allreduce_seconds_per_step"] = per_step.into();
+            }
+            self.steps_since_record = 0;
             self.log.write(&record)?;
         }
         let (l, a) = self.state.tally.means();
@@ -407,6 +514,9 @@ impl<'a, T: Task> Loop<'a, T> {
 
     /// An `eval` record in the middle of an epoch.
     fn eval_record(&mut self) -> Result<()> {
+        if !self.leader {
+            return Ok(());
+        }
         if let Some(v) = self.task.evaluate()? {
             let mut record =
                 serde_json::json!({"kind": "eval", "step": self.state.optimizer_steps, "epoch": self.state.epoch + 1});
@@ -426,8 +536,30 @@ impl<'a, T: Task> Loop<'a, T> {
     /// checkpoint written.
     fn end_epoch(&mut self, epoch_start: Instant, epoch_samples: usize) -> Result<(bool, PathBuf)> {
         let train_seconds = epoch_start.elapsed().as_secs_f64();
+        let mut epoch_samples = epoch_samples;
+        let mut per_rank = None;
+        if let Some(dp) = self.dp.as_mut() {
+            // The epoch's figures over all ranks; what each rank did, for the record.
+            let (rank, world) = (dp.rank(), dp.world());
+            let t = &self.state.tally;
+            let summed = dp.sum(&[t.loss_sum, t.correct as f64, t.samples as f64, epoch_samples as f64])?;
+            let mut mine = vec![0f64; 2 * world];
+            mine[2 * rank] = self.per_epoch as f64;
+            mine[2 * rank + 1] = epoch_samples as f64;
+            let all = dp.sum(&mine)?;
+            per_rank = Some(
+                (0..world)
+                    .map(|r| serde_json::json!({"rank": r, "batches": all[2 * r], "samples": all[2 * r + 1]}))
+                    .collect::<Vec<_>>(),
+            );
+            let t = &mut self.state.tally;
+            t.loss_sum = summed[0];
+            t.correct = summed[1] as i64;
+            t.samples = summed[2] as usize;
+            epoch_samples = summed[3] as usize;
+        }
         let (train_loss, train_accuracy) = self.state.tally.means();
-        let val = self.task.evaluate()?;
+        let val = if self.leader { self.task.evaluate()? } else { None };
         let report = EpochReport {
             epoch: self.state.epoch + 1,
             train_loss,
@@ -451,31 +583,37 @@ impl<'a, T: Task> Loop<'a, T> {
             None => true,
         };
         let (epochs, unit) = (self.config.epochs, self.task.unit());
-        self.progress.log(|| {
-            tracing::info!(
-                epoch = report.epoch,
-                epochs,
-                train_loss = report.train_loss,
-                train_accuracy = report.train_accuracy,
-                val_loss = report.val.as_ref().map(|v| v.loss()),
-                val_accuracy = report.val.as_ref().map(|v| v.accuracy()),
-                samples_per_sec = report.samples_per_sec,
-                seconds = report.seconds,
-                improved,
-                "epoch {:>3}/{epochs}: train loss {:.4} acc {:.4}{val_text} ({:.0} {unit}/s, {:.1}s){}",
-                report.epoch,
-                report.train_loss,
-                report.train_accuracy,
-                report.samples_per_sec,
-                report.seconds,
-                if improved { " *" } else { "" }
-            )
-        });
+        // In a data-parallel run, rank 0 alone reports the epoch.
+        if self.leader {
+            self.progress.log(|| {
+                tracing::info!(
+                    epoch = report.epoch,
+                    epochs,
+                    train_loss = report.train_loss,
+                    train_accuracy = report.train_accuracy,
+                    val_loss = report.val.as_ref().map(|v| v.loss()),
+                    val_accuracy = report.val.as_ref().map(|v| v.accuracy()),
+                    samples_per_sec = report.samples_per_sec,
+                    seconds = report.seconds,
+                    improved,
+                    "epoch {:>3}/{epochs}: train loss {:.4} acc {:.4}{val_text} ({:.0} {unit}/s, {:.1}s){}",
+                    report.epoch,
+                    report.train_loss,
+                    report.train_accuracy,
+                    report.samples_per_sec,
+                    report.seconds,
+                    if improved { " *" } else { "" }
+                )
+            })
+        }
         let mut record = serde_json::to_value(&report).map_err(|e| Error::Internal(e.to_string()))?;
         record["kind"] = "epoch".into();
+        if let Some(ranks) = per_rank {
+            record["ranks"] = ranks.into();
+        }
         self.log.write(&record)?;
         self.state.epochs.push(report.clone());
-        if improved {
+        if improved && self.leader {
             self.state.best = Some((value.unwrap_or(f64::NAN), report.epoch));
             self.task.save_package(self.out, &self.state)?;
         }
@@ -485,7 +623,13 @@ impl<'a, T: Task> Loop<'a, T> {
                 stopped_early = es.update(v);
             }
         }
-        self.task.write_plots(self.out, &self.state, report.val.as_ref())?;
+        // Rank 0 evaluated: its decision holds for every rank.
+        if let Some(dp) = self.dp.as_mut() {
+            stopped_early = dp.decide(stopped_early)?;
+        }
+        if self.leader {
+            self.task.write_plots(self.out, &self.state, report.val.as_ref())?;
+        }
         self.state.epoch += 1;
         self.state.batch_in_epoch = 0;
         self.state.tally = Tally::default();
@@ -507,7 +651,17 @@ impl<'a, T: Task> Loop<'a, T> {
     /// Packaging: the task's last word on the package (a test evaluation for a
     /// classifier), then the final `test` record.
     fn finish(mut self, stopped_early: bool) -> Result<TrainReport> {
-        let (test, manifest) = self.task.finish(self.out, &self.state)?;
+        let (test, manifest) = if self.leader {
+            let (test, manifest) = self.task.finish(self.out, &self.state)?;
+            (test, Some(manifest))
+        } else {
+            (None, None)
+        };
+        // Every rank ends when rank 0 has written the package (or fails if it could not).
+        if let Some(dp) = self.dp.as_mut() {
+            dp.barrier()?;
+        }
+        let (rank, world) = (self.shard.rank, self.shard.world);
         let state = self.state;
         let best_epoch = state.best.map_or(state.epochs.len(), |b| b.1);
         self.log.write(
@@ -523,6 +677,8 @@ impl<'a, T: Task> Loop<'a, T> {
             manifest,
             seconds: state.seconds,
             stopped_early,
+            rank,
+            world,
         })
     }
 }

@@ -5,7 +5,7 @@
 use super::{Evaluation, Forward, Task};
 use crate::checkpoint::RunState;
 use crate::{evaluate, plot, EpochReport, Error, EvalResult, Result, Sources, TrainConfig};
-use kiln_data::{Augment, Batch, DataLoader, Dataset, LoaderConfig, Normalize};
+use kiln_data::{Augment, Batch, DataLoader, Dataset, LoaderConfig, Normalize, Shard};
 use kiln_model::Network;
 use kiln_package::{atomic, Manifest, Package, TrainingSummary};
 use kiln_tensor::{nn, tch, Device, Kind};
@@ -22,8 +22,9 @@ pub(crate) struct Classify {
 
 impl Classify {
     /// Opens the data and builds the network (fitting the spec's input and classes to
-    /// the data); `config.model` is updated to the fitted spec.
-    pub(crate) fn new(config: &mut TrainConfig, device: Device) -> Result<Classify> {
+    /// the data); `config.model` is updated to the fitted spec. Training batches come
+    /// from `shard` of each epoch.
+    pub(crate) fn new(config: &mut TrainConfig, device: Device, shard: Shard) -> Result<Classify> {
         let sources = Sources::open(&config.data, config.seed)?;
         let shape: Vec<i64> = sources.train.sample_shape().iter().map(|&d| d as i64).collect();
         let normalize = sources.normalization(config.data.normalize)?;
@@ -51,6 +52,7 @@ impl Classify {
                 prefetch: config.data.prefetch,
                 augment: config.data.augment.clone(),
                 normalize: normalize.clone(),
+                shard,
             },
         );
         Ok(Classify {

@@ -51,7 +51,15 @@ impl Language {
     /// Reads and tokenizes the corpus, trains or loads the tokenizer (the run folder's
     /// `tokenizer.json` when resuming), and builds the decoder; `config.model` gets the
     /// tokenizer's vocabulary when it has none.
-    pub(crate) fn new(config: &mut TrainConfig, device: Device, out: &Path, resuming: bool) -> Result<Language> {
+    /// Training batches come from `shard` of each epoch; rank 0 alone (`shard.rank` 0)
+    /// writes the run's tokenizer.
+    pub(crate) fn new(
+        config: &mut TrainConfig,
+        device: Device,
+        out: &Path,
+        resuming: bool,
+        shard: kiln_data::Shard,
+    ) -> Result<Language> {
         let text = config.text.clone();
         let corpus = Corpus::read(&text.corpus)?;
         let split = split_documents(corpus.documents.len(), text.validation, config.seed)?;
@@ -78,7 +86,7 @@ impl Language {
                 Tokenizer::train(docs, text.vocab_size)?
             }
         };
-        if !resuming {
+        if !resuming && shard.rank == 0 {
             tokenizer.save(&run_tokenizer)?;
         }
         let ModelSpec::Decoder(spec) = &mut config.model else {
@@ -110,7 +118,7 @@ impl Language {
         }
         let special = tokenizer.special();
         let packed = Arc::new(Packed::new(&tokens, &split.train, special, text.seq_len)?);
-        let train = TokenLoader::new(packed.clone(), config.batch_size, true, config.seed)?;
+        let train = TokenLoader::new(packed.clone(), config.batch_size, true, config.seed)?.sharded(shard);
         let val = if split.validation.is_empty() {
             None
         } else {
