@@ -16,14 +16,21 @@
 # the Rust toolchain are those it was made with: its registry copy must hold every crate
 # the offline build needs); Docker's cache makes a rebuild quick.
 # --bases-only makes the bases and stops.
+# --trainer builds the kiln-train image instead (tag: $KILN_TRAINER_IMAGE, default
+# kiln-train:latest; the Dockerfile's `trainer` target).
 # PUBLIC_BASES=1 builds from the public images instead.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 IMAGE="${KILN_IMAGE:-kiln-serve:latest}"
+TRAINER_IMAGE="${KILN_TRAINER_IMAGE:-kiln-train:latest}"
 log() { echo "[docker] $*" >&2; }
 
 if [ -n "${PUBLIC_BASES:-}" ]; then
+  if [ "${1:-}" = "--trainer" ]; then
+    docker build -f docker/Dockerfile --target trainer -t "$TRAINER_IMAGE" .
+    exit 0
+  fi
   docker build -f docker/Dockerfile -t "$IMAGE" .
   docker build -f docker/lb/Dockerfile -t kiln-lb:latest docker/lb
   exit 0
@@ -74,15 +81,16 @@ if ! docker image inspect kiln-lb-base:bookworm >/dev/null 2>&1; then
   rm -rf "$WORK/lb"
 fi
 
-# What the build base was made from: Cargo.lock (the crates copied in) and the toolchain.
-INPUTS="$( (sha256sum Cargo.lock; rustc --version) | sha256sum | cut -c1-16)"
+# What the build base was made from: Cargo.lock (the crates copied in), the toolchain and
+# the packages it holds (gloo's headers since kiln-dist).
+INPUTS="$( (sha256sum Cargo.lock; rustc --version; echo libgloo-dev) | sha256sum | cut -c1-16)"
 made_from="$({ docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' kiln-build-base:bookworm 2>/dev/null \
   || true; } | sed -n 's/^KILN_BASE_INPUTS=//p')"
 if [ "$made_from" != "$INPUTS" ]; then
   [ -z "$made_from" ] || log "kiln-build-base:bookworm was made for another Cargo.lock or toolchain: making it again"
   bash scripts/setup.sh >/dev/null
   cargo fetch --locked --target "$(rustc -vV | sed -n 's/^host: //p')" >/dev/null
-  rootfs build ca-certificates,gcc,g++,libc6-dev,make,binutils,curl
+  rootfs build ca-certificates,gcc,g++,libc6-dev,make,binutils,curl,libgloo-dev
   B="$WORK/build"
   log "adding the Rust toolchain, the cargo registry cache and libtorch"
   SYSROOT="$(rustc --print sysroot)"
@@ -110,6 +118,16 @@ fi
 build() {
   docker build "$@" >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log" >&2; exit 1; }
 }
+if [ "${1:-}" = "--trainer" ]; then
+  log "building $TRAINER_IMAGE (compiles kiln-train in the build stage: several minutes the first time)"
+  build -f docker/Dockerfile --target trainer \
+    --build-arg BUILD_BASE=kiln-build-base:bookworm \
+    --build-arg RUNTIME_BASE=kiln-runtime-base:bookworm \
+    --build-arg CARGO_FLAGS="--locked --offline" \
+    -t "$TRAINER_IMAGE" .
+  docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^kiln-train:' >&2
+  exit 0
+fi
 log "building $IMAGE (compiles kiln-serve in the build stage: several minutes the first time)"
 build -f docker/Dockerfile \
   --build-arg BUILD_BASE=kiln-build-base:bookworm \

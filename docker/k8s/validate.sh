@@ -44,4 +44,33 @@ pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": isvc["metadata"][
 open(sys.argv[2], "w").write(json.dumps(pod))
 PY
 "${VALIDATE[@]}" "$WORK/predictor-pod.yaml"
+
+# The PyTorchJob is a custom resource too (Kubeflow's training operator): its envelope is
+# checked here and each replica's pod template validated as a core/v1 Pod.
+"${VALIDATE[@]}" docker/k8s/training-volumes.yaml
+.venv/bin/python - docker/k8s/pytorchjob.yaml "$WORK" <<'PY'
+import json, sys
+import yaml
+job = yaml.safe_load(open(sys.argv[1]))
+assert job["apiVersion"] == "kubeflow.org/v1", job["apiVersion"]
+assert job["kind"] == "PyTorchJob", job["kind"]
+assert set(job["spec"]) <= {"runPolicy", "pytorchReplicaSpecs", "elasticPolicy", "nprocPerNode"}, set(job["spec"])
+specs = job["spec"]["pytorchReplicaSpecs"]
+assert set(specs) <= {"Master", "Worker"} and "Master" in specs, set(specs)
+assert specs["Master"]["replicas"] == 1, "a PyTorchJob has one Master (rank 0)"
+for kind, spec in specs.items():
+    assert set(spec) <= {"replicas", "restartPolicy", "template"}, (kind, set(spec))
+    assert spec["restartPolicy"] in {"Always", "OnFailure", "Never", "ExitCode"}, spec["restartPolicy"]
+    containers = spec["template"]["spec"]["containers"]
+    main = [c for c in containers if c["name"] == "pytorch"]
+    assert main, f"{kind}: the training operator expects a container named pytorch"
+    env = {e["name"] for e in main[0].get("env", [])}
+    assert not env & {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}, "the operator sets these"
+    assert any(p.get("name") == "pytorchjob-port" for p in main[0].get("ports", [])), "MASTER_PORT comes from pytorchjob-port"
+    args = main[0]["args"]
+    assert args[0] in {"train", "resume"}, args
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"kiln-train-{kind.lower()}"}, **{"spec": spec["template"]["spec"]}}
+    open(f"{sys.argv[2]}/pytorchjob-{kind}.yaml", "w").write(json.dumps(pod))
+PY
+"${VALIDATE[@]}" "$WORK"/pytorchjob-*.yaml
 echo "[k8s] docker/k8s manifests are valid for Kubernetes $K8S_VERSION"

@@ -10,6 +10,7 @@ mod util;
 
 mod compose;
 mod image;
+mod training;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -455,3 +455,45 @@ fn bad_launch_variables_are_refused_with_what_was_expected() {
         stderr(&o)
     );
 }
+
+fn quick_run(out: &Path) -> Vec<String> {
+    let sets = vec![
+        "model={arch=\"mlp\", hidden=[32]}".to_string(),
+        "data.limit_train=3000".into(),
+        "data.limit_test=500".into(),
+    ];
+    args(&["train", "--quiet", "--epochs", "1", "--threads", "1"], &sets, out)
+}
+
+#[test]
+fn train_with_resume_continues_a_run_and_refuses_ranks_at_different_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let o = launch(2, &quick_run(&run));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = fingerprint(&run);
+    // Started again with --resume (as a restarted PyTorchJob does): it continues the run
+    // (here already finished) instead of refusing the folder.
+    let mut again = quick_run(&run);
+    again.insert(1, "--resume".into());
+    let o = launch(2, &again);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming from"), "{}", stderr(&o));
+    assert_eq!(fingerprint(&run), before);
+    // Rank 1 cannot see rank 0's folder: it would start from scratch, so both refuse.
+    let elsewhere = dir.path().join("elsewhere");
+    let mut other = quick_run(&elsewhere);
+    other.insert(1, "--resume".into());
+    let port = free_port();
+    let mut r0 = rank(0, 2, port, "60", &again);
+    let mut r1 = rank(1, 2, port, "60", &other);
+    let (s0, _) = wait_with_deadline(&mut r0, Duration::from_secs(60));
+    let (s1, _) = wait_with_deadline(&mut r1, Duration::from_secs(60));
+    let (e0, e1) = (read_stderr(&mut r0), read_stderr(&mut r1));
+    assert!(!s0.success() && !s1.success(), "{e0}\n{e1}");
+    assert!(
+        e0.contains("the ranks do not start at the same step: rank 0 at step 11, rank 1 at step 0"),
+        "{e0}"
+    );
+    assert!(!elsewhere.join("checkpoints").exists(), "rank 1 wrote nothing");
+}

@@ -193,6 +193,11 @@ pub struct TrainArgs {
     /// Any other config value, as KEY=VALUE with a dotted key, e.g. `optimizer.kind=sgd`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// When --out already holds checkpoints of this run, continue it from the newest
+    /// (with the config it was started with) instead of refusing: for schedulers that
+    /// restart a failed job with the same command (a PyTorchJob, say).
+    #[arg(long)]
+    pub resume: bool,
     /// Hide the progress bar (epoch lines are still printed).
     #[arg(long, short, env = "KILN_QUIET")]
     pub quiet: bool,

@@ -74,7 +74,11 @@ fn run(cli: Cli, started: Instant) -> Result<(), Error> {
             set.extend(a.set);
             let config = TrainConfig::load(a.config.as_deref(), &set)?;
             let out = a.out.unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
-            print_report(&train(&config, &out, &options(a.quiet, started)?)?);
+            let opts = TrainOptions {
+                resume_existing: a.resume,
+                ..options(a.quiet, started)?
+            };
+            print_report(&train(&config, &out, &opts)?);
         }
         Command::Resume(a) => print_report(&resume(&a.run, &options(a.quiet, started)?)?),
         Command::Plot(a) => {

@@ -5,6 +5,10 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef KILN_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <chrono>
 #include <cstdint>
@@ -66,10 +70,11 @@ extern "C" {
 
 void kiln_dist_free_string(char* s) { std::free(s); }
 
-// Rendezvous at host:port (rank 0 hosts the store there) and a Gloo group over it.
+// Rendezvous at host:port (rank 0 hosts the store there) and a group over it: Gloo, or
+// NCCL on CUDA device `cuda_device` when it is 0 or more (builds with KILN_NCCL only).
 // `bind` is the address this rank's Gloo device listens on (empty: the default device).
 kiln_group* kiln_group_new(const char* host, uint16_t port, int rank, int world, int64_t timeout_ms,
-                           const char* bind, const char* prefix, char** err) {
+                           const char* bind, const char* prefix, int cuda_device, char** err) {
   kiln_group* g = nullptr;
   guarded(err, [&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
@@ -81,6 +86,18 @@ kiln_group* kiln_group_new(const char* host, uint16_t port, int rank, int world,
     opts.timeout = timeout;
     auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
     c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
+    if (cuda_device >= 0) {
+#ifdef KILN_NCCL
+      c10::cuda::set_device(static_cast<c10::DeviceIndex>(cuda_device));
+      auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+      nccl_options->timeout = timeout;
+      auto nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, nccl_options);
+      g = new kiln_group{store, c10::intrusive_ptr<c10d::Backend>(nccl)};
+      return;
+#else
+      throw std::runtime_error("this build of kiln has no NCCL: build it with the cuda feature");
+#endif
+    }
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);
     std::string b(bind);
     options->devices.push_back(b.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()

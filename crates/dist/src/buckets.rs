@@ -123,7 +123,8 @@ impl GradBuckets {
             for (i, b) in self.buckets.iter_mut().enumerate() {
                 if i == last && !extras.is_empty() {
                     let at = b.flat.numel() as i64 - extras.len() as i64;
-                    let summed = Vec::<f32>::try_from(&b.flat.f_narrow(0, at, extras.len() as i64)?)?;
+                    let tail = b.flat.f_narrow(0, at, extras.len() as i64)?;
+                    let summed = Vec::<f32>::try_from(&tail.f_to_device(kiln_tensor::Device::Cpu)?)?;
                     for (e, s) in extras.iter_mut().zip(summed) {
                         *e = f64::from(s);
                     }

@@ -30,6 +30,7 @@ extern "C" {
         timeout_ms: i64,
         bind: *const c_char,
         prefix: *const c_char,
+        cuda_device: c_int,
         err: *mut *mut c_char,
     ) -> *mut RawGroup;
     fn kiln_group_free(g: *mut RawGroup);
@@ -128,7 +129,8 @@ fn raw(t: &Tensor) -> *mut RawTensor {
 }
 
 impl Group {
-    /// Rendezvous and group creation (blocks until every rank arrived or the timeout).
+    /// Rendezvous and group creation (blocks until every rank arrived or the timeout):
+    /// Gloo, or NCCL on `cuda_device`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         host: &str,
@@ -138,6 +140,7 @@ impl Group {
         timeout_ms: i64,
         bind: &str,
         prefix: &str,
+        cuda_device: Option<usize>,
     ) -> Result<Group, String> {
         let (host, bind, prefix) = (cstring(host)?, cstring(bind)?, cstring(prefix)?);
         let mut err = std::ptr::null_mut();
@@ -151,6 +154,7 @@ impl Group {
                 timeout_ms,
                 bind.as_ptr(),
                 prefix.as_ptr(),
+                cuda_device.map_or(-1, |d| d as c_int),
                 &mut err,
             )
         };

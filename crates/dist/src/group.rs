@@ -7,7 +7,7 @@
 
 use crate::ffi;
 use crate::{Error, Rendezvous, Result};
-use kiln_tensor::{tch, Kind, Tensor};
+use kiln_tensor::{tch, Device, Kind, Tensor};
 use std::time::{Duration, Instant};
 
 /// How long a failed rank waits for the other survivors' reports.
@@ -32,6 +32,8 @@ pub struct ProcessGroup {
     group: ffi::Group,
     rank: usize,
     world: usize,
+    /// Where the group's tensors live: the CPU (Gloo) or this rank's GPU (NCCL).
+    device: Device,
 }
 
 /// A collective started by [`ProcessGroup::allreduce_start`]; [`Pending::wait`] finishes it.
@@ -52,7 +54,18 @@ impl ProcessGroup {
     /// Joins the group `rv` describes: blocks until all `world` ranks have arrived at
     /// `addr:port` (rank 0 hosts the store there), or fails after the timeout.
     pub fn join(rv: &Rendezvous) -> Result<ProcessGroup> {
+        Self::join_on(rv, Device::Cpu)
+    }
+
+    /// Joins with tensors on `device`: Gloo for the CPU; NCCL for `Device::Cuda(i)`
+    /// (usually `i` = the local rank), in builds with the `nccl` feature (kiln-train's
+    /// `cuda` feature turns it on).
+    pub fn join_on(rv: &Rendezvous, device: Device) -> Result<ProcessGroup> {
         rv.check()?;
+        let cuda = match device {
+            Device::Cuda(i) => Some(i),
+            _ => None,
+        };
         let timeout_ms = i64::try_from(rv.timeout.as_millis()).unwrap_or(i64::MAX);
         let group = ffi::Group::new(
             &rv.addr,
@@ -62,6 +75,7 @@ impl ProcessGroup {
             timeout_ms,
             rv.bind.as_deref().unwrap_or(""),
             "kiln/",
+            cuda,
         )
         .map_err(|detail| Error::Rendezvous {
             addr: rv.addr.clone(),
@@ -74,6 +88,7 @@ impl ProcessGroup {
             group,
             rank: rv.rank,
             world: rv.world,
+            device,
         };
         let key = format!("joined/{}", pg.rank);
         pg.group.store_set(&key, b"1").map_err(|detail| Error::Rendezvous {
@@ -95,6 +110,11 @@ impl ProcessGroup {
     /// The number of ranks.
     pub fn world(&self) -> usize {
         self.world
+    }
+
+    /// Where the group's collectives take their tensors: the CPU, or a GPU with NCCL.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// Reduces `t` in place across the ranks (every rank ends with the result).
@@ -152,9 +172,11 @@ impl ProcessGroup {
 
     /// Sums `values` (scalars: losses, counts) across the ranks.
     pub fn sum_f64(&mut self, values: &[f64]) -> Result<Vec<f64>> {
-        let mut t = Tensor::f_from_slice(values)?.f_to_kind(Kind::Double)?;
+        let mut t = Tensor::f_from_slice(values)?
+            .f_to_kind(Kind::Double)?
+            .f_to_device(self.device)?;
         self.allreduce(&mut t, ReduceOp::Sum)?;
-        Ok(Vec::<f64>::try_from(&t)?)
+        Ok(Vec::<f64>::try_from(&t.f_to_device(Device::Cpu)?)?)
     }
 
     /// The error for a failed collective: which ranks are lost, found through the store.

@@ -1,14 +1,20 @@
 //! Data-parallel training with PyTorch DDP's semantics, on kiln-dist's process group:
-//! rank 0's initial weights are broadcast to every rank; before each forward pass the
-//! buffers (batch-norm running statistics) are broadcast from rank 0, as DDP's default
-//! `broadcast_buffers=True` does, while the batch statistics stay local to each rank;
-//! before each optimizer step the gradients are averaged across the ranks in flattened
-//! buckets, so clipping sees the global gradient and every rank takes the same step.
+//! rank 0's initial weights and buffers are broadcast to every rank; before each optimizer
+//! step the gradients are averaged across the ranks in flattened buckets, so clipping sees
+//! the global gradient and every rank takes the same step. Batch-norm batch statistics
+//! stay local to each rank, as in DDP.
+//!
+//! Running statistics: DDP's default (`broadcast_buffers=True`) copies rank 0's buffers
+//! to every rank before each forward pass, so rank 0's running statistics are updated by
+//! rank 0's batches alone; the other ranks' copies are overwritten each step and never
+//! read. kiln reads running statistics only on rank 0 (evaluation, checkpoints, the
+//! package), whose values are the same with or without that broadcast, so kiln skips it:
+//! the same result, one collective per step fewer.
 
 use crate::{Error, Result, TrainConfig};
 use kiln_data::Shard;
 use kiln_dist::{GradBuckets, ProcessGroup, Rendezvous};
-use kiln_tensor::{nn, tch, Kind, Tensor};
+use kiln_tensor::{nn, tch, Device, DeviceChoice, Kind, Tensor};
 use std::time::Duration;
 
 /// The scalars that ride along with the last gradient bucket each step.
@@ -18,20 +24,27 @@ pub(crate) const EXTRAS: usize = 2;
 pub(crate) struct DataParallel {
     pg: ProcessGroup,
     buckets: Option<GradBuckets>,
-    /// Non-trainable tensors (running statistics), name-sorted.
-    buffers: Vec<Tensor>,
     /// Time spent in the gradient allreduce since the last [`take_comm`](Self::take_comm).
     comm: Duration,
 }
 
-/// Joins the process group the environment describes (`WORLD_SIZE` > 1), or `None`.
-pub(crate) fn join() -> Result<Option<ProcessGroup>> {
+/// Joins the process group the environment describes (`WORLD_SIZE` > 1), or `None`:
+/// Gloo when `config` trains on the CPU; NCCL on `cuda:LOCAL_RANK` when it trains on a GPU
+/// (`config.device` is then set to that GPU).
+pub(crate) fn join(config: &mut TrainConfig) -> Result<Option<ProcessGroup>> {
     let Some(rv) = Rendezvous::from_env()? else {
         return Ok(None);
     };
     if rv.world == 1 {
         return Ok(None);
     }
+    let device = match config.device.resolve()? {
+        Device::Cuda(_) => {
+            config.device = DeviceChoice::Cuda(rv.local_rank);
+            Device::Cuda(rv.local_rank)
+        }
+        _ => Device::Cpu,
+    };
     tracing::info!(
         rank = rv.rank,
         world = rv.world,
@@ -41,7 +54,7 @@ pub(crate) fn join() -> Result<Option<ProcessGroup>> {
         rv.addr,
         rv.port
     );
-    Ok(Some(ProcessGroup::join(&rv)?))
+    Ok(Some(ProcessGroup::join_on(&rv, device)?))
 }
 
 /// The shard of the training data a rank reads (all of it without a group).
@@ -63,8 +76,11 @@ impl DataParallel {
             }
             Ok(())
         })?;
-        let (params, buffers): (Vec<_>, Vec<_>) = named.into_iter().partition(|(_, t)| t.requires_grad());
-        let params: Vec<Tensor> = params.into_iter().map(|(_, t)| t).collect();
+        let params: Vec<Tensor> = named
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(_, t)| t)
+            .collect();
         if params.iter().any(|p| p.kind() != Kind::Float) {
             return Err(Error::Config(
                 "data-parallel training averages f32 gradients; this model has parameters of another type".into(),
@@ -76,7 +92,6 @@ impl DataParallel {
         Ok(DataParallel {
             pg,
             buckets: Some(buckets),
-            buffers: buffers.into_iter().map(|(_, t)| t).collect(),
             comm: Duration::ZERO,
         })
     }
@@ -89,10 +104,20 @@ impl DataParallel {
         self.pg.world()
     }
 
-    /// Copies rank 0's buffers to every rank (before a forward pass).
-    pub(crate) fn sync_buffers(&mut self) -> Result<()> {
-        for b in &self.buffers {
-            tch::no_grad(|| self.pg.broadcast(&mut b.shallow_clone(), 0))?;
+    /// Fails unless every rank starts at optimizer step `steps` (rank 0's position): a
+    /// rank that could not read the checkpoint rank 0 resumes from would silently train
+    /// on other data with other optimizer state.
+    pub(crate) fn check_position(&mut self, steps: u64) -> Result<()> {
+        let mine = Tensor::from_slice(&[steps as i64]).f_to_device(self.pg.device())?;
+        let all = self.pg.allgather(&mine)?;
+        let all: Vec<i64> = all.iter().map(|t| t.int64_value(&[0])).collect();
+        if let Some((r, s)) = all.iter().enumerate().find(|(_, &s)| s != all[0]) {
+            return Err(Error::Config(format!(
+                "the ranks do not start at the same step: rank 0 at step {}, rank {r} at step {s}. To resume a \
+                 data-parallel run, every rank must read the run folder's newest checkpoint (a volume shared by \
+                 the machines)",
+                all[0]
+            )));
         }
         Ok(())
     }
@@ -118,7 +143,7 @@ impl DataParallel {
 
     /// Rank 0's `flag`, on every rank.
     pub(crate) fn decide(&mut self, flag: bool) -> Result<bool> {
-        let mut t = Tensor::from_slice(&[u8::from(flag)]);
+        let mut t = Tensor::from_slice(&[u8::from(flag)]).f_to_device(self.pg.device())?;
         self.pg.broadcast(&mut t, 0)?;
         Ok(t.int64_value(&[0]) != 0)
     }

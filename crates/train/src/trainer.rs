@@ -90,6 +90,10 @@ pub struct TrainOptions {
     pub stop: Arc<AtomicBool>,
     /// When the process started, for the time-to-first-step figure.
     pub started: Instant,
+    /// [`train`] continues the run when the output folder already holds its checkpoints
+    /// (as [`resume`] does, with the config the run was started with) instead of
+    /// refusing: for schedulers that restart a failed job with the same command.
+    pub resume_existing: bool,
 }
 
 impl Default for TrainOptions {
@@ -98,6 +102,7 @@ impl Default for TrainOptions {
             quiet: false,
             stop: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
+            resume_existing: false,
         }
     }
 }
@@ -123,9 +128,13 @@ fn prepare_out_dir(out: &Path) -> Result<()> {
 /// environment) the run is one rank of a data-parallel job: rank 0 alone writes to `out`.
 pub fn train(config: &TrainConfig, out: &Path, opts: &TrainOptions) -> Result<TrainReport> {
     config.validate()?;
-    let pg = distributed::join()?;
+    let mut config = config.clone();
+    let pg = distributed::join(&mut config)?;
+    if opts.resume_existing && !checkpoint::list(out).is_empty() {
+        return resume_in(out, opts, pg);
+    }
     if pg.as_ref().is_some_and(|pg| pg.rank() != 0) {
-        return run(config.clone(), out, opts, None, pg);
+        return run(config, out, opts, None, pg);
     }
     prepare_out_dir(out)?;
     if !checkpoint::list(out).is_empty() {
@@ -135,16 +144,24 @@ pub fn train(config: &TrainConfig, out: &Path, opts: &TrainOptions) -> Result<Tr
             out.display()
         )));
     }
-    run(config.clone(), out, opts, None, pg)
+    run(config, out, opts, None, pg)
 }
 
 /// Continues the run in `out` from its newest intact checkpoint, with the config it was
 /// started with. A data-parallel run resumes with the same number of ranks, each reading
 /// `out` (a folder every rank can read: a shared volume across machines).
 pub fn resume(out: &Path, opts: &TrainOptions) -> Result<TrainReport> {
-    let pg = distributed::join()?;
+    resume_in(out, opts, None)
+}
+
+/// [`resume`], in the process group `pg` when `train --resume` already joined one.
+fn resume_in(out: &Path, opts: &TrainOptions, pg: Option<ProcessGroup>) -> Result<TrainReport> {
     let config_path = out.join("config.json");
-    let config = TrainConfig::load(Some(&config_path), &[])?;
+    let mut config = TrainConfig::load(Some(&config_path), &[])?;
+    let pg = match pg {
+        Some(pg) => Some(pg),
+        None => distributed::join(&mut config)?,
+    };
     let (ckpt, warnings) = checkpoint::load_latest(out)?.ok_or_else(|| {
         Error::Config(format!(
             "{} has no checkpoints to resume from; start a run with `kiln-train train`",
@@ -288,7 +305,10 @@ impl<'a, T: Task> Loop<'a, T> {
             }
             None => MetricsLog::create(&log_path)?,
         };
-        let dp = pg.map(|pg| DataParallel::new(pg, task.vars(), &config)).transpose()?;
+        let mut dp = pg.map(|pg| DataParallel::new(pg, task.vars(), &config)).transpose()?;
+        if let Some(dp) = dp.as_mut() {
+            dp.check_position(state.optimizer_steps)?;
+        }
         let per_epoch = task.batches_per_epoch();
         let steps_per_epoch = per_epoch.div_ceil(config.optimizer.accumulate);
         let total_steps = steps_per_epoch * config.epochs;
@@ -381,9 +401,6 @@ impl<'a, T: Task> Loop<'a, T> {
         let task = self.task;
         for batch in task.batches(epoch, first) {
             let batch = batch?;
-            if let Some(dp) = self.dp.as_mut() {
-                dp.sync_buffers()?;
-            }
             let state = &mut self.state;
             tch::manual_seed(batch_seed(self.config.seed, state.batches_done, self.shard));
             let group_start = state.batch_in_epoch - state.batch_in_epoch % accumulate;
