@@ -42,6 +42,13 @@ if ! .venv/bin/python -c "import transformers, gguf, accelerate" 2>/dev/null; th
   log "installing transformers, gguf and accelerate into .venv (the reference side of the SmolLM2 parity test and benchmarks)"
   .venv/bin/pip install --quiet --disable-pip-version-check "transformers==4.57.1" "gguf==0.17.1" "accelerate==1.11.0"
 fi
+# The CUDA headers the torch wheel leaves out but its c10d NCCL headers include (crt/, nv/):
+# for the `cuda` build of kiln-dist's NCCL process groups (headers only, about 1 MB).
+SITE="$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')"
+if [ ! -f "$SITE/nvidia/cu13/include/crt/host_config.h" ] || [ ! -e "$SITE/nvidia/cu13/include/nv/target" ]; then
+  log "installing the CUDA crt and cccl headers into .venv (for the cuda build's NCCL process groups)"
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps "nvidia-cuda-crt==13.0.88" "nvidia-cuda-cccl==13.0.85"
+fi
 TORCH_DIR="$(.venv/bin/python -c 'import os,torch; print(os.path.dirname(torch.__file__))')"
 ln -sfn "$TORCH_DIR" .libtorch
 LIBTORCH="$ROOT/.libtorch"
@@ -63,6 +70,18 @@ if [ ! -f .cargo/config.toml ] || [ "$(cat .cargo/config.toml)" != "$CONFIG" ]; 
   printf '%s\n' "$CONFIG" > .cargo/config.toml
 fi
 
+# --- gloo's headers (kiln-dist's shim over libtorch's c10d; the torch wheel lacks them) --
+if [ ! -f /usr/include/gloo/config.h ] && [ -z "${KILN_GLOO_INCLUDE:-}" ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian's libgloo-dev (gloo's headers, for kiln-dist)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libgloo-dev >/dev/null
+  else
+    log "no apt-get: install gloo's headers (gloo/*.h) and set KILN_GLOO_INCLUDE to the folder holding gloo/"
+    exit 1
+  fi
+fi
 # --- Fashion-MNIST --------------------------------------------------------------------------
 FMNIST_DIR="${KILN_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"
 if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ] && [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte" ]; then

@@ -4,9 +4,11 @@
 use crate::{Error, Result};
 use std::time::Duration;
 
-/// The default collective and rendezvous timeout (PyTorch's Gloo default is 30 min; a
-/// shorter one reports a hung peer sooner, and a dead one is reported at once anyway).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The default collective and rendezvous timeout: PyTorch's, 30 minutes. It bounds how
+/// long a rank waits for the others, so it must exceed the longest pause between
+/// collectives (rank 0 alone evaluates and writes checkpoints while the others wait); a
+/// rank that dies is reported at once whatever the timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// One rank's view of a job.
 #[derive(Clone, Debug, PartialEq, Eq)]
