@@ -54,7 +54,7 @@ mod tests {
         let order = vec![7, 3, 9, 1, 4];
         assert_eq!(Shard { rank: 0, world: 2 }.take(order.clone()), vec![7, 9, 4]);
         assert_eq!(Shard { rank: 1, world: 2 }.take(order.clone()), vec![3, 1, 7]);
-        assert_eq!(Shard { rank: 2, world: 3 }.take(order.clone()), vec![9, 3]);
+        assert_eq!(Shard { rank: 2, world: 3 }.take(order.clone()), vec![9, 7]);
         assert_eq!(Shard::default().take(order.clone()), order);
         assert_eq!(Shard { rank: 1, world: 2 }.len(5), 3);
         // Together the ranks cover every index.

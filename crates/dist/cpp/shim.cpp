@@ -162,6 +162,13 @@ bool kiln_work_wait(kiln_work* w, char** err) {
   return ok;
 }
 
+// Makes `grad` the gradient of `param`: autograd then accumulates into it in place (as
+// PyTorch DDP's gradient_as_bucket_view does), so a bucket holds its parameters'
+// gradients without copies.
+bool kiln_set_grad(at::Tensor* param, at::Tensor* grad, char** err) {
+  return guarded(err, [&] { param->mutable_grad() = *grad; });
+}
+
 // The group's key-value store (shared by all ranks, hosted by rank 0).
 bool kiln_store_set(kiln_group* g, const char* key, const uint8_t* value, size_t len, char** err) {
   return guarded(err, [&] { g->store->set(std::string(key), std::vector<uint8_t>(value, value + len)); });

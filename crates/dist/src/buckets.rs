@@ -1,8 +1,11 @@
-//! Gradient averaging as PyTorch's DistributedDataParallel does it: the gradients are
-//! copied into flat buckets (parameters in reverse order, the first bucket small so that
+//! Gradient averaging as PyTorch's DistributedDataParallel does it: the gradients live in
+//! flat buckets (parameters in reverse order, the first bucket small so that
 //! communication starts early, the others up to a configurable size), each bucket is
-//! summed across the ranks and divided by the world size, and the result is copied back.
-//! A few extra scalars (a loss, a stop flag) ride along in the last bucket.
+//! summed across the ranks and divided by the world size. Each parameter's gradient is a
+//! view into its bucket (DDP's `gradient_as_bucket_view`), so backward writes straight
+//! into the buckets and nothing is copied in or out; a gradient that was replaced by
+//! another tensor since is copied in and viewed again. A few extra scalars (a loss, a stop
+//! flag) ride along in the last bucket.
 
 use crate::{ProcessGroup, ReduceOp, Result};
 use kiln_tensor::{tch, Kind, Tensor};
@@ -18,6 +21,8 @@ struct Bucket {
     params: Vec<(Tensor, i64, i64)>,
     /// Their gradients side by side (f32), then the extra scalars in the last bucket.
     flat: Tensor,
+    /// Values that are gradients (the rest are the extras).
+    grads: i64,
 }
 
 /// The gradient buckets of a model's trainable parameters.
@@ -34,6 +39,32 @@ impl std::fmt::Debug for GradBuckets {
             self.buckets.len(),
             self.sizes()
         )
+    }
+}
+
+impl Bucket {
+    /// Makes the bucket's slice at `offset` the gradient of `p`, holding the gradient `p`
+    /// had (if any).
+    fn view_as_grad(&self, p: &Tensor, offset: i64) -> Result<()> {
+        let view = self
+            .flat
+            .f_narrow(0, offset, p.numel() as i64)?
+            .f_view(p.size().as_slice())?;
+        let old = p.grad();
+        if old.defined() {
+            tch::no_grad(|| view.shallow_clone().f_copy_(&old))?;
+        }
+        crate::ffi::set_grad(p, &view).map_err(|detail| crate::Error::Collective {
+            what: "gradient bucket set-up",
+            rank: 0,
+            detail,
+        })
+    }
+
+    /// Whether `p`'s gradient is still the bucket's view at `offset`.
+    fn holds(&self, p: &Tensor, offset: i64) -> bool {
+        let g = p.grad();
+        g.defined() && g.data_ptr() as usize == self.flat.data_ptr() as usize + offset as usize * 4
     }
 }
 
@@ -74,7 +105,15 @@ impl GradBuckets {
             }
             let len = offset + if i == last { extras as i64 } else { 0 };
             let flat = Tensor::f_zeros([len], (Kind::Float, device))?;
-            buckets.push(Bucket { params, flat });
+            let bucket = Bucket {
+                params,
+                flat,
+                grads: offset,
+            };
+            for (p, offset, _) in &bucket.params {
+                bucket.view_as_grad(p, *offset)?;
+            }
+            buckets.push(bucket);
         }
         Ok(GradBuckets { buckets, extras })
     }
@@ -84,8 +123,8 @@ impl GradBuckets {
         self.buckets.iter().map(|b| b.flat.numel() as i64).collect()
     }
 
-    /// Averages every parameter's gradient across the ranks (a parameter without a
-    /// gradient counts as zeros and is left without one) and sums `extras` across them.
+    /// Averages every parameter's gradient across the ranks (a parameter that got no
+    /// gradient counts as zeros) and sums `extras` across them.
     /// Returns the time spent in the collectives.
     pub fn average(&mut self, pg: &mut ProcessGroup, extras: &mut [f64]) -> Result<Duration> {
         debug_assert_eq!(extras.len(), self.extras);
@@ -95,13 +134,9 @@ impl GradBuckets {
             let mut comm = Duration::ZERO;
             let last = self.buckets.len() - 1;
             for (i, b) in self.buckets.iter_mut().enumerate() {
-                for (p, offset, n) in &b.params {
-                    let mut slot = b.flat.f_narrow(0, *offset, *n)?;
-                    let g = p.grad();
-                    if g.defined() {
-                        slot.f_copy_(&g.f_view([-1])?)?;
-                    } else {
-                        let _ = slot.f_zero_()?;
+                for (p, offset, _) in &b.params {
+                    if !b.holds(p, *offset) {
+                        b.view_as_grad(p, *offset)?;
                     }
                 }
                 if i == last && !extras.is_empty() {
@@ -129,14 +164,7 @@ impl GradBuckets {
                         *e = f64::from(s);
                     }
                 }
-                for (p, offset, n) in &b.params {
-                    let mut g = p.grad();
-                    if g.defined() {
-                        let avg = b.flat.f_narrow(0, *offset, *n)?.f_view_as(&g)?;
-                        g.f_copy_(&avg)?;
-                        let _ = g.f_div_scalar_(world)?;
-                    }
-                }
+                let _ = b.flat.f_narrow(0, 0, b.grads)?.f_div_scalar_(world)?;
             }
             Ok(comm)
         })

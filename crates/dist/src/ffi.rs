@@ -53,6 +53,20 @@ extern "C" {
         err: *mut *mut c_char,
     ) -> bool;
     fn kiln_store_check(g: *mut RawGroup, key: *const c_char, err: *mut *mut c_char) -> c_int;
+    fn kiln_set_grad(param: *mut RawTensor, grad: *mut RawTensor, err: *mut *mut c_char) -> bool;
+}
+
+/// Makes `grad` the gradient of `param` (libtorch's `mutable_grad()`): backward passes then
+/// accumulate into `grad`'s storage in place.
+pub(crate) fn set_grad(param: &Tensor, grad: &Tensor) -> Result<(), String> {
+    let mut err = std::ptr::null_mut();
+    // SAFETY: both are live tensors; the shim copies the handle (a refcount) into the
+    // parameter's grad slot.
+    if unsafe { kiln_set_grad(raw(param), raw(grad), &mut err) } {
+        Ok(())
+    } else {
+        Err(take_error(err))
+    }
 }
 
 /// Takes the message C++ left in `err` (if any) and frees it.

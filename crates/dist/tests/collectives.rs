@@ -98,16 +98,34 @@ fn buckets_average_gradients_and_sum_the_extras() {
         assert_eq!(buckets.sizes(), vec![1, 3, 4 + 2]);
         let mut extras = [r + 0.5, 1.0];
         buckets.average(&mut pg, &mut extras).unwrap();
-        let grads: Vec<Vec<f32>> = params
+        let grads = |params: &[Tensor]| -> Vec<Vec<f32>> {
+            params
+                .iter()
+                .map(|p| Vec::<f32>::try_from(&p.grad().view([-1])).unwrap())
+                .collect()
+        };
+        let first = grads(&params);
+        // The next step: gradients zeroed in place (they are views into the buckets), a
+        // backward pass that accumulates into them, then the average.
+        for p in &params {
+            let _ = kiln_tensor::tch::no_grad(|| p.grad().zero_());
+        }
+        let loss = params
             .iter()
-            .map(|p| Vec::<f32>::try_from(&p.grad().view([-1])).unwrap())
-            .collect();
-        (grads, extras)
+            .enumerate()
+            .map(|(i, p)| p.sum(Kind::Float) * (r + 1.0) * (i as f64 + 1.0) * 2.0)
+            .fold(Tensor::from(0f32), |a, b| a + b);
+        loss.backward();
+        let mut extras2 = [0.0, 0.0];
+        buckets.average(&mut pg, &mut extras2).unwrap();
+        (first, grads(&params), extras, extras2)
     });
-    for (grads, extras) in out {
-        // The mean over ranks of (r + 1) * (i + 1): 1.5 * (i + 1).
-        assert_eq!(grads, vec![vec![1.5; 4], vec![3.0; 3], vec![4.5]]);
+    for (first, second, extras, extras2) in out {
+        // The mean over ranks of (r + 1) * (i + 1): 1.5 * (i + 1); then twice that.
+        assert_eq!(first, vec![vec![1.5; 4], vec![3.0; 3], vec![4.5]]);
+        assert_eq!(second, vec![vec![3.0; 4], vec![6.0; 3], vec![9.0]]);
         assert_eq!(extras, [2.0, 2.0]);
+        assert_eq!(extras2, [0.0, 0.0]);
     }
 }
 

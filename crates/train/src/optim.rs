@@ -88,12 +88,18 @@ impl Optimizer {
             .collect()
     }
 
-    /// Zeroes every gradient.
+    /// Zeroes every gradient in place (a gradient that is a view, into a data-parallel
+    /// gradient bucket say, stays that view).
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
             let mut g = p.var.grad();
             if g.defined() {
-                let _ = g.f_detach_().and_then(|mut g| g.f_zero_());
+                // Only a gradient with a graph of its own needs detaching (as torch.optim
+                // does); views cannot be detached in place.
+                if g.requires_grad() {
+                    let _ = g.f_detach_();
+                }
+                let _ = tch::no_grad(|| g.f_zero_());
             }
         }
     }
