@@ -353,6 +353,15 @@ fn a_hung_rank_is_named_after_the_timeout_instead_of_a_hang() {
     assert!(err.contains("lost rank 1"), "{err}");
 }
 
+/// Process `pid`'s environment variable `key` (from /proc).
+fn env_of(pid: u32, key: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{key}=");
+    env.split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 /// The children of `pid` (from /proc), with their RANK.
 fn ranks_of(pid: u32) -> Vec<(u32, String)> {
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
@@ -382,6 +391,10 @@ fn launch_stops_the_other_ranks_when_one_dies_and_names_it() {
     wait_for_checkpoint(&mut [&mut l], &run);
     let ranks = ranks_of(l.id());
     assert_eq!(ranks.len(), 2, "{ranks:?}");
+    // As torchrun: one OpenMP thread per rank unless the environment says otherwise.
+    for (pid, _) in &ranks {
+        assert_eq!(env_of(*pid, "OMP_NUM_THREADS").as_deref(), Some("1"));
+    }
     let (pid, _) = ranks.iter().find(|(_, r)| r == "1").unwrap();
     assert!(Command::new("kill")
         .args(["-KILL", &pid.to_string()])

@@ -54,11 +54,7 @@ impl Bucket {
         if old.defined() {
             tch::no_grad(|| view.shallow_clone().f_copy_(&old))?;
         }
-        crate::ffi::set_grad(p, &view).map_err(|detail| crate::Error::Collective {
-            what: "gradient bucket set-up",
-            rank: 0,
-            detail,
-        })
+        crate::ffi::set_grad(p, &view).map_err(crate::Error::Buckets)
     }
 
     /// Whether `p`'s gradient is still the bucket's view at `offset`.

@@ -43,6 +43,9 @@ pub enum Error {
         /// libtorch's message.
         detail: String,
     },
+    /// A gradient bucket could not take a parameter's gradient.
+    #[error("gradient buckets: {0}")]
+    Buckets(String),
     /// A tensor operation around a collective failed.
     #[error(transparent)]
     Torch(#[from] kiln_tensor::tch::TchError),

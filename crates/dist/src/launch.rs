@@ -75,6 +75,13 @@ impl Launch {
             )));
         }
         let world = self.nproc * self.nnodes;
+        // As torchrun: several ranks on one machine each get one OpenMP thread unless told
+        // otherwise, instead of each starting one per core and fighting over the cores
+        // (`--threads N` still sets a rank's own count).
+        let one_thread = self.nproc > 1 && std::env::var_os("OMP_NUM_THREADS").is_none();
+        if one_thread {
+            tracing::info!("setting OMP_NUM_THREADS=1 for each rank (set it to choose another count)");
+        }
         let mut children: Vec<(usize, Child)> = Vec::with_capacity(self.nproc);
         for local in 0..self.nproc {
             let rank = self.node_rank * self.nproc + local;
@@ -87,6 +94,9 @@ impl Launch {
                 .env("GROUP_RANK", self.node_rank.to_string())
                 .env("MASTER_ADDR", &self.master_addr)
                 .env("MASTER_PORT", self.master_port.to_string());
+            if one_thread {
+                cmd.env("OMP_NUM_THREADS", "1");
+            }
             for (k, v) in &self.env {
                 cmd.env(k, v);
             }
