@@ -23,7 +23,7 @@ pub(crate) const EXTRAS: usize = 2;
 /// This process's rank in a data-parallel run.
 pub(crate) struct DataParallel {
     pg: ProcessGroup,
-    buckets: Option<GradBuckets>,
+    buckets: GradBuckets,
     /// Time spent in the gradient allreduce since the last [`take_comm`](Self::take_comm).
     comm: Duration,
 }
@@ -91,7 +91,7 @@ impl DataParallel {
         tracing::debug!(rank = pg.rank(), "{buckets:?}");
         Ok(DataParallel {
             pg,
-            buckets: Some(buckets),
+            buckets,
             comm: Duration::ZERO,
         })
     }
@@ -124,10 +124,7 @@ impl DataParallel {
 
     /// Averages the gradients across the ranks and sums `extras` across them.
     pub(crate) fn average_gradients(&mut self, extras: &mut [f64; EXTRAS]) -> Result<()> {
-        let Some(buckets) = self.buckets.as_mut() else {
-            return Err(Error::Internal("the gradient buckets are gone".into()));
-        };
-        self.comm += buckets.average(&mut self.pg, extras)?;
+        self.comm += self.buckets.average(&mut self.pg, extras)?;
         Ok(())
     }
 
