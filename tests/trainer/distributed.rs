@@ -3,7 +3,7 @@
 //! Equivalence with one process over the same global data order, faults (a killed rank
 //! is named, a hung one is named after the timeout), exact resume, and launch.
 
-use crate::util::{kiln_train, kjv_books, stderr, with_sets};
+use crate::util::{kiln_train, kjv_books, records, stderr, with_sets};
 use kiln_tensor::Tensor;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -93,13 +93,18 @@ fn newest_checkpoint(run: &Path) -> Option<PathBuf> {
     checkpoints(run).pop()
 }
 
-fn records(run: &Path, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["kind"] == kind)
-        .collect()
+/// Trains `sets` for `epochs` twice: on 1 rank with batch `batch` (folder `one`), and on
+/// 2 ranks of `batch / 2` (folder `two`), over the same global data order.
+fn one_rank_and_two(dir: &Path, sets: &[String], epochs: &str, batch: usize) -> (PathBuf, PathBuf) {
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    let base = ["train", "--quiet", "--epochs", epochs, "--threads", "1", "--batch-size"];
+    let a = args(&[&base[..], &[batch.to_string().as_str()]].concat(), sets, &one);
+    let o = kiln_train(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let half = (batch / 2).to_string();
+    let o = launch(2, &args(&[&base[..], &[half.as_str()]].concat(), sets, &two));
+    assert!(o.status.success(), "{}", stderr(&o));
+    (one, two)
 }
 
 /// The MLP with a smooth activation and no dropout. (With ReLU the runs agree to 1e-7
@@ -121,13 +126,7 @@ fn mlp_sets(optimizer: &str) -> Vec<String> {
 fn one_rank_against_two(optimizer: &str) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let sets = mlp_sets(optimizer);
-    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
-    let base = ["train", "--quiet", "--epochs", "1", "--threads", "1"];
-    let a = args(&[&base[..], &["--batch-size", "64"]].concat(), &sets, &one);
-    let o = kiln_train(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = launch(2, &args(&[&base[..], &["--batch-size", "32"]].concat(), &sets, &two));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (one, two) = one_rank_and_two(dir.path(), &sets, "1", 64);
     assert_eq!(
         newest_checkpoint(&one).unwrap().file_name(),
         Some("ckpt-000000000422".as_ref())
@@ -178,13 +177,7 @@ fn a_language_model_trains_on_two_ranks_as_on_one_with_clipping_on_the_global_no
         // on both sides, or the weights would part.
         "optimizer={kind=\"adamw\", lr=0.003, weight_decay=0.1, clip_grad_norm=0.05}".into(),
     ];
-    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
-    let base = ["train", "--quiet", "--epochs", "1", "--threads", "1"];
-    let a = args(&[&base[..], &["--batch-size", "16"]].concat(), &sets, &one);
-    let o = kiln_train(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = launch(2, &args(&[&base[..], &["--batch-size", "8"]].concat(), &sets, &two));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (one, two) = one_rank_and_two(dir.path(), &sets, "1", 16);
     let d = max_abs_difference(&final_weights(&one), &final_weights(&two));
     assert!(d <= 1e-5, "max abs difference {d}");
     // The package is a language model with rank 0's tokenizer.
@@ -204,13 +197,7 @@ fn a_two_rank_cnn_package_evaluates_within_half_a_point_of_a_one_rank_run() {
         "optimizer={kind=\"adamw\", lr=0.002, weight_decay=0.05, schedule={kind=\"cosine\"}}".into(),
         "data.limit_train=20000".into(),
     ];
-    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
-    let base = ["train", "--quiet", "--epochs", "2", "--threads", "1"];
-    let a = args(&[&base[..], &["--batch-size", "64"]].concat(), &sets, &one);
-    let o = kiln_train(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = launch(2, &args(&[&base[..], &["--batch-size", "32"]].concat(), &sets, &two));
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (one, two) = one_rank_and_two(dir.path(), &sets, "2", 64);
     // Evaluated here, from the packages, on the whole test set.
     let eval = |run: &Path| {
         let o = kiln_train(&["eval", "--package", run.join("package").to_str().unwrap()]);

@@ -3,7 +3,7 @@
 //! down, the package holds the tokenizer and reloads, and a run killed part-way and
 //! resumed ends with the same weights, bit for bit, as a run left alone.
 
-use crate::util::{kiln_train, kjv_books, stderr, stdout, with_sets};
+use crate::util::{kiln_train, kjv_books, records, stderr, stdout, with_sets};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,15 +26,6 @@ fn args(dir: &Path, out: &Path) -> Vec<String> {
         "optimizer={kind=\"adamw\", lr=0.003, weight_decay=0.1, clip_grad_norm=1.0, schedule={kind=\"cosine\", warmup_epochs=0.2}}".into(),
     ];
     with_sets(&["train", "--quiet", "--epochs", "3", "--batch-size", "16"], &sets, out)
-}
-
-fn records(run: &Path, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["kind"] == kind)
-        .collect()
 }
 
 fn weights_hash(run: &Path) -> String {

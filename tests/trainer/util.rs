@@ -79,3 +79,13 @@ pub fn kjv_books(dir: &std::path::Path) -> std::path::PathBuf {
     }
     books
 }
+
+/// The records of `kind` (`step`, `epoch`, `eval`, `test`) in a run's metrics.jsonl.
+pub fn records(run: &Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == kind)
+        .collect()
+}

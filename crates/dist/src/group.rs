@@ -67,6 +67,13 @@ impl ProcessGroup {
             _ => None,
         };
         let timeout_ms = i64::try_from(rv.timeout.as_millis()).unwrap_or(i64::MAX);
+        let failed = |detail| Error::Rendezvous {
+            addr: rv.addr.clone(),
+            port: rv.port,
+            rank: rv.rank,
+            world: rv.world,
+            detail,
+        };
         let group = ffi::Group::new(
             &rv.addr,
             rv.port,
@@ -77,13 +84,7 @@ impl ProcessGroup {
             "kiln/",
             cuda,
         )
-        .map_err(|detail| Error::Rendezvous {
-            addr: rv.addr.clone(),
-            port: rv.port,
-            rank: rv.rank,
-            world: rv.world,
-            detail,
-        })?;
+        .map_err(failed)?;
         let mut pg = ProcessGroup {
             group,
             rank: rv.rank,
@@ -91,13 +92,7 @@ impl ProcessGroup {
             device,
         };
         let key = format!("joined/{}", pg.rank);
-        pg.group.store_set(&key, b"1").map_err(|detail| Error::Rendezvous {
-            addr: rv.addr.clone(),
-            port: rv.port,
-            rank: rv.rank,
-            world: rv.world,
-            detail,
-        })?;
+        pg.group.store_set(&key, b"1").map_err(failed)?;
         tracing::debug!(rank = pg.rank, world = pg.world, "joined the process group");
         Ok(pg)
     }

@@ -110,7 +110,10 @@ impl DataParallel {
     pub(crate) fn check_position(&mut self, steps: u64) -> Result<()> {
         let mine = Tensor::from_slice(&[steps as i64]).f_to_device(self.pg.device())?;
         let all = self.pg.allgather(&mine)?;
-        let all: Vec<i64> = all.iter().map(|t| t.int64_value(&[0])).collect();
+        let all = all
+            .iter()
+            .map(|t| t.f_int64_value(&[0]))
+            .collect::<Result<Vec<i64>, _>>()?;
         if let Some((r, s)) = all.iter().enumerate().find(|(_, &s)| s != all[0]) {
             return Err(Error::Config(format!(
                 "the ranks do not start at the same step: rank 0 at step {}, rank {r} at step {s}. To resume a \
@@ -142,7 +145,7 @@ impl DataParallel {
     pub(crate) fn decide(&mut self, flag: bool) -> Result<bool> {
         let mut t = Tensor::from_slice(&[u8::from(flag)]).f_to_device(self.pg.device())?;
         self.pg.broadcast(&mut t, 0)?;
-        Ok(t.int64_value(&[0]) != 0)
+        Ok(t.f_int64_value(&[0])? != 0)
     }
 
     /// Waits for every rank.
