@@ -16,3 +16,4 @@ mod openapi;
 mod parity;
 mod protocol;
 mod repository;
+mod torchscript;

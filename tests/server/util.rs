@@ -267,6 +267,13 @@ impl Server {
         )
     }
 
+    /// GET: status must be 200; the body as text.
+    pub fn get_text(&self, path: &str) -> String {
+        let (status, body) = self.try_get(path).unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
     /// The sum of metric `name`'s lines that contain `filter`.
     pub fn metric(&self, name: &str, filter: &str) -> f64 {
         metric(&self.try_get("/metrics").unwrap().1, name, filter)

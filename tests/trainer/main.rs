@@ -12,4 +12,5 @@ mod language;
 mod own_data;
 mod resume;
 mod smollm2;
+mod torchscript;
 mod train_eval_predict;

@@ -30,6 +30,14 @@ pub enum Command {
     /// Make a package of weights trained elsewhere (e.g. PyTorch, saved as safetensors
     /// with the tensor names of the config's architecture).
     Import(ImportArgs),
+    /// Make a package of a classifier trained elsewhere, saved as TorchScript
+    /// (`torch.jit.script(model).save("model.pt")`): the module is run once on the declared
+    /// input shape before the package is written. A pickled `state_dict` is refused.
+    ImportTorchscript(ImportTorchscriptArgs),
+    /// Write a package's model in another format: `--torchscript OUT.pt` gives a module
+    /// that `torch.jit.load` runs in PyTorch (inputs as kiln takes them, the package's
+    /// normalisation inside, logits out).
+    Export(ExportArgs),
     /// Make a language-model package of a Llama-architecture model in a GGUF file
     /// (llama.cpp's format; F32, F16, Q8_0 and Q4_1 tensors), with its tokenizer and chat
     /// template.
@@ -142,6 +150,55 @@ pub enum Quantize {
     /// prompt, 8 sequences or more): prompts about twice as fast, 3.2x more memory than the 4-bit weights.
     #[value(name = "int4-bf16")]
     Int4Bf16,
+}
+
+#[derive(clap::Args)]
+pub struct ImportTorchscriptArgs {
+    /// The TorchScript file (from `torch.jit.script` or `torch.jit.trace`, then `.save`).
+    #[arg(long)]
+    pub module: PathBuf,
+    /// Where to write the package folder.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// The model's name in its package (the name clients use).
+    #[arg(long)]
+    pub name: String,
+    /// The model's version in its package.
+    #[arg(long, default_value_t = 1)]
+    pub version: u64,
+    /// The shape of one input sample, without the batch: e.g. `--input 1,28,28` or `--input 784`.
+    #[arg(long, value_delimiter = ',', required = true, allow_negative_numbers = true)]
+    pub input: Vec<i64>,
+    /// The class names in order, comma-separated (their number is the width of the logits).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["labels_file", "classes"])]
+    pub labels: Vec<String>,
+    /// A file with one class name per line, in order.
+    #[arg(long, conflicts_with = "classes")]
+    pub labels_file: Option<PathBuf>,
+    /// The number of classes, named 0, 1, ... (instead of --labels).
+    #[arg(long)]
+    pub classes: Option<usize>,
+    /// The inputs are images `[channels, height, width]` (1 or 3 channels): requests may
+    /// send PNG or JPEG files, decoded and resized to that, pixels scaled to 0..1.
+    #[arg(long)]
+    pub image: bool,
+    /// Per-channel means subtracted from inputs before the module (with --std), when the
+    /// module was trained on normalised inputs and does not normalise them itself.
+    #[arg(long, value_delimiter = ',', requires = "std", allow_negative_numbers = true)]
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviations inputs are divided by (with --mean).
+    #[arg(long, value_delimiter = ',', requires = "mean")]
+    pub std: Vec<f32>,
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// The package folder.
+    #[arg(long, short)]
+    pub package: PathBuf,
+    /// Write the model as a TorchScript file here.
+    #[arg(long, required = true)]
+    pub torchscript: PathBuf,
 }
 
 #[derive(clap::Args)]

@@ -115,6 +115,49 @@ fn run(cli: Cli, started: Instant) -> Result<(), Error> {
             let m = kiln_train::import_weights(&config, &a.weights, &a.out)?;
             println!("package: {} ({} version {})", a.out.display(), m.name, m.version);
         }
+        Command::ImportTorchscript(a) => {
+            let labels = match (&a.labels_file, a.classes) {
+                (Some(file), _) => std::fs::read_to_string(file)
+                    .map_err(|e| cfg_err(format!("--labels-file {}: {e}", file.display())))?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect(),
+                (None, Some(n)) => (0..n).map(|i| i.to_string()).collect(),
+                (None, None) => a.labels,
+            };
+            if labels.len() < 2 {
+                return Err(cfg_err(
+                    "name the classes with --labels a,b,... or --labels-file FILE, or count them with --classes N (at least 2)",
+                ));
+            }
+            let facts = kiln_train::TorchScriptFacts {
+                name: a.name,
+                version: a.version,
+                input: a.input,
+                labels,
+                image: a.image,
+                normalize: (!a.mean.is_empty()).then(|| kiln_data::Normalize {
+                    mean: a.mean,
+                    std: a.std,
+                }),
+            };
+            let m = kiln_train::import_torchscript(&a.module, &facts, &a.out)?;
+            println!(
+                "package: {} ({} version {}, TorchScript, input {:?}, {} classes)",
+                a.out.display(),
+                m.name,
+                m.version,
+                m.input.shape,
+                m.output.labels.len()
+            );
+        }
+        Command::Export(a) => {
+            let mut package = Package::load(&a.package, kiln_tensor::Device::Cpu)?;
+            package.export_torchscript(&a.torchscript)?;
+            println!("torchscript: {} (torch.jit.load runs it)", a.torchscript.display());
+        }
         Command::ImportGguf(a) => {
             let r = import_gguf(&a.gguf, &a.out, &a.name, a.version)?;
             println!(
@@ -181,7 +224,7 @@ fn exit_code(e: &Error) -> u8 {
     use kiln_data::Error as D;
     use kiln_package::Error as P;
     match e {
-        Error::Config(_) => 2,
+        Error::Config(_) | Error::Model(kiln_model::Error::Spec(_)) => 2,
         e if e.is_missing_data() => 3,
         Error::Checkpoint(_) | Error::Input(_) => 4,
         Error::Data(D::Format { .. } | D::Invalid(_) | D::TooLarge(_)) => 4,

@@ -22,6 +22,7 @@ mod network;
 mod params;
 mod resnet;
 mod spec;
+mod torchscript;
 
 pub use cnn::CnnSpec;
 pub use decoder::{
@@ -34,3 +35,4 @@ pub use network::Network;
 pub use params::Parameters;
 pub use resnet::ResnetSpec;
 pub use spec::ModelSpec;
+pub use torchscript::{check_archive as check_torchscript_archive, TorchScriptSpec};

@@ -1,14 +1,21 @@
 //! `Network`: a built model, its parameters, and checked forward passes.
 
-use crate::{Error, ModelSpec, Parameters, Result};
-use kiln_tensor::{convert, nn, nn::ModuleT, DType, Device, Kind, Tensor};
+use crate::{Error, ModelSpec, Parameters, Result, TorchScriptSpec};
+use kiln_tensor::{convert, nn, nn::ModuleT, tch::CModule, DType, Device, Kind, Tensor};
 use std::collections::BTreeMap;
 
 /// A model built from a [`ModelSpec`], owning its parameters.
 pub struct Network {
     spec: ModelSpec,
     vs: nn::VarStore,
-    module: nn::SequentialT,
+    module: Module,
+}
+
+/// How the forward pass runs: kiln's layers over the var store, or a TorchScript module
+/// holding its own tensors.
+enum Module {
+    Layers(nn::SequentialT),
+    Script(CModule),
 }
 
 impl std::fmt::Debug for Network {
@@ -36,8 +43,65 @@ impl Network {
                     "arch \"decoder\" is a language model: build it with Decoder::new, not as a classifier".into(),
                 ))
             }
+            ModelSpec::Torchscript(_) => {
+                return Err(Error::Spec(
+                    "arch \"torchscript\" is a module trained elsewhere: load it with Network::from_torchscript".into(),
+                ))
+            }
         };
-        Ok(Network { spec, vs, module })
+        Ok(Network {
+            spec,
+            vs,
+            module: Module::Layers(module),
+        })
+    }
+
+    /// Loads the TorchScript module whose archive is `bytes` onto `device` and checks it
+    /// against `spec` by running it once on zeros of the declared input shape: it must
+    /// give float logits `[1, classes]`. A file that is not TorchScript (a pickled
+    /// `state_dict`, say) is refused without being unpickled.
+    pub fn from_torchscript(spec: TorchScriptSpec, bytes: &[u8], device: Device) -> Result<Network> {
+        spec.validate()?;
+        let module = crate::torchscript::load(bytes, device)?;
+        crate::torchscript::check_signature(&module, &spec, device)?;
+        Ok(Network {
+            spec: ModelSpec::Torchscript(spec),
+            vs: nn::VarStore::new(device),
+            module: Module::Script(module),
+        })
+    }
+
+    /// Writes the network to `path` as a TorchScript module (traced in evaluation mode on
+    /// one sample of its input shape) that `torch.jit.load` runs in PyTorch: `forward`
+    /// takes a float batch `[B, ...input]`, applies `prepare` (e.g. a package's
+    /// normalisation; the identity for none), and gives the logits. The module holds its
+    /// parameters and buffers as they are now, as constants.
+    pub fn save_torchscript(&mut self, prepare: &dyn Fn(&Tensor) -> Tensor, path: &std::path::Path) -> Result<()> {
+        // The traced constants are the var store's own tensors and must not require
+        // gradients when traced and saved; they are trainable again afterwards.
+        self.vs.freeze();
+        let saved = self.trace(prepare).and_then(|m| Ok(m.save(path)?));
+        self.vs.unfreeze();
+        saved
+    }
+
+    fn trace(&self, prepare: &dyn Fn(&Tensor) -> Tensor) -> Result<CModule> {
+        match &self.module {
+            Module::Script(_) => Err(Error::Spec(
+                "this network already is a TorchScript module: copy its model.pt".into(),
+            )),
+            Module::Layers(layers) => {
+                let mut shape = vec![1];
+                shape.extend_from_slice(self.spec.input());
+                let example = Tensor::f_zeros(&shape, (Kind::Float, self.device()))?;
+                let module = kiln_tensor::tch::no_grad(|| {
+                    CModule::create_by_tracing("KilnNetwork", "forward", &[example], &mut |xs| {
+                        vec![layers.forward_t(&prepare(&xs[0]), false)]
+                    })
+                })?;
+                Ok(module)
+            }
+        }
     }
 
     /// The spec this network was built from.
@@ -67,7 +131,18 @@ impl Network {
 
     /// Number of trainable scalars.
     pub fn parameter_count(&self) -> usize {
-        Parameters::parameter_count(self)
+        match &self.module {
+            Module::Layers(_) => Parameters::parameter_count(self),
+            Module::Script(m) => m
+                .named_parameters()
+                .map(|ps| ps.iter().map(|(_, t)| t.numel()).sum())
+                .unwrap_or(0),
+        }
+    }
+
+    /// Whether this is a TorchScript module (whose tensors are its own, not in the var store).
+    pub fn is_torchscript(&self) -> bool {
+        matches!(self.module, Module::Script(_))
     }
 
     /// Name, shape and dtype of every tensor the model saves (parameters and buffers such
@@ -98,7 +173,13 @@ impl Network {
         } else {
             x.f_to_device(self.device())?
         };
-        Ok(self.module.forward_t(&x, train))
+        match &self.module {
+            Module::Layers(layers) => Ok(layers.forward_t(&x, train)),
+            Module::Script(_) if train => Err(Error::Spec(
+                "a TorchScript model is run for inference only; kiln does not train it".into(),
+            )),
+            Module::Script(module) => Ok(module.forward_ts(&[x])?),
+        }
     }
 
     /// Logits `[B, classes]` in evaluation mode without recording gradients.

@@ -1,6 +1,6 @@
 //! `ModelSpec`: which architecture, with which sizes.
 
-use crate::{CnnSpec, DecoderSpec, Error, MlpSpec, ResnetSpec, Result};
+use crate::{CnnSpec, DecoderSpec, Error, MlpSpec, ResnetSpec, Result, TorchScriptSpec};
 use serde::{Deserialize, Serialize};
 
 /// A model architecture and its sizes, as written in configs and package manifests.
@@ -20,6 +20,9 @@ pub enum ModelSpec {
     /// [`Decoder::new`](crate::Decoder::new) (not [`Network`](crate::Network), which
     /// builds classifiers).
     Decoder(DecoderSpec),
+    /// A classifier trained elsewhere, as a TorchScript module (`model.pt` in its package):
+    /// served, evaluated and exported by kiln, not trained by it.
+    Torchscript(TorchScriptSpec),
 }
 
 impl ModelSpec {
@@ -39,6 +42,7 @@ impl ModelSpec {
             ModelSpec::Cnn(_) => "cnn",
             ModelSpec::Resnet(_) => "resnet",
             ModelSpec::Decoder(_) => "decoder",
+            ModelSpec::Torchscript(_) => "torchscript",
         }
     }
 
@@ -50,6 +54,7 @@ impl ModelSpec {
             ModelSpec::Cnn(s) => &s.input,
             ModelSpec::Resnet(s) => &s.input,
             ModelSpec::Decoder(_) => &[],
+            ModelSpec::Torchscript(s) => &s.input,
         }
     }
 
@@ -60,6 +65,7 @@ impl ModelSpec {
             ModelSpec::Cnn(s) => s.classes,
             ModelSpec::Resnet(s) => s.classes,
             ModelSpec::Decoder(s) => s.vocab,
+            ModelSpec::Torchscript(s) => s.classes,
         }
     }
 
@@ -77,6 +83,13 @@ impl ModelSpec {
             ModelSpec::Decoder(_) => {
                 return Err(Error::Spec(
                     "a decoder is a language model; it trains with task = \"language-model\" on text, not on labelled samples".into(),
+                ))
+            }
+            ModelSpec::Torchscript(_) => {
+                return Err(Error::Spec(
+                    "a torchscript model was trained elsewhere: kiln serves, evaluates and exports it but does not train it \
+                     (package it with `kiln-train import-torchscript`)"
+                        .into(),
                 ))
             }
         };
@@ -117,6 +130,7 @@ impl ModelSpec {
             ModelSpec::Cnn(s) => s.validate(),
             ModelSpec::Resnet(s) => s.validate(),
             ModelSpec::Decoder(s) => s.validate(),
+            ModelSpec::Torchscript(s) => s.validate(),
         }
     }
 }

@@ -36,5 +36,5 @@ pub use manifest::{
     GenerationDefaults, InputSpec, Manifest, OutputSpec, Task, TokenizerRef, TrainingSummary, WeightsRef,
     FORMAT_VERSION, READS_FORMATS,
 };
-pub use package::{Package, MANIFEST_FILE, WEIGHTS_FILE};
+pub use package::{Package, MANIFEST_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE};
 pub use weights::{decode_tensors, decode_weights, encode_tensors, encode_weights, sha256_hex};

@@ -178,6 +178,23 @@ impl Manifest {
         normalize: Option<Normalize>,
         image: Option<ImageLayout>,
     ) -> Manifest {
+        Manifest::classifier(name, version, net.spec().clone(), labels, normalize, image)
+    }
+
+    /// A classifier's manifest for the architecture `model` (one of kiln's, or a
+    /// TorchScript module's interface), its input `[-1, ...input]` float and its output
+    /// `[-1, classes]` float logits. The weights reference is filled in when the package
+    /// is saved.
+    pub fn classifier(
+        name: &str,
+        version: u64,
+        model: ModelSpec,
+        labels: Vec<String>,
+        normalize: Option<Normalize>,
+        image: Option<ImageLayout>,
+    ) -> Manifest {
+        let input_shape = std::iter::once(-1).chain(model.input().iter().copied()).collect();
+        let classes = model.classes();
         Manifest {
             format_version: FORMAT_VERSION,
             task: Task::Classification,
@@ -186,17 +203,17 @@ impl Manifest {
             created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             kiln_version: env!("CARGO_PKG_VERSION").to_string(),
             libtorch_version: kiln_tensor::libtorch_version().to_string(),
-            model: net.spec().clone(),
+            model,
             input: InputSpec {
                 name: "input".into(),
-                shape: net.input_shape(),
+                shape: input_shape,
                 dtype: DType::Fp32,
                 normalize,
                 image,
             },
             output: OutputSpec {
                 name: "logits".into(),
-                shape: vec![-1, net.spec().classes()],
+                shape: vec![-1, classes],
                 dtype: DType::Fp32,
                 labels,
             },

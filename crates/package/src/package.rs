@@ -2,14 +2,16 @@
 
 use crate::manifest::READS_FORMATS;
 use crate::{atomic, decode_weights, encode_weights, sha256_hex, Error, Manifest, Result, Task, FORMAT_VERSION};
-use kiln_model::Network;
-use kiln_tensor::Device;
+use kiln_model::{ModelSpec, Network};
+use kiln_tensor::{Device, Tensor};
 use std::path::{Path, PathBuf};
 
 /// The manifest's file name inside a package.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The weights' file name inside a package.
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
+/// The TorchScript module's file name inside a package of a model trained elsewhere.
+pub const TORCHSCRIPT_FILE: &str = "model.pt";
 
 /// A loaded package: its manifest and the network with the verified weights.
 #[derive(Debug)]
@@ -28,6 +30,12 @@ impl Package {
     /// Returns the manifest as written (with the weights' hash filled in).
     pub fn save(dir: impl AsRef<Path>, mut manifest: Manifest, net: &Network) -> Result<Manifest> {
         let dir = dir.as_ref();
+        if net.is_torchscript() {
+            return Err(Error::invalid(
+                dir,
+                "a TorchScript network is saved from its archive's bytes with Package::save_torchscript",
+            ));
+        }
         manifest.model = net.spec().clone();
         manifest.format_version = FORMAT_VERSION;
         let weights = encode_weights(net).map_err(|e| Error::invalid(dir.join(WEIGHTS_FILE), e.to_string()))?;
@@ -42,6 +50,72 @@ impl Package {
         json.push(b'\n');
         atomic::write_dir(dir, &[(MANIFEST_FILE, &json), (WEIGHTS_FILE, &weights)]).map_err(|e| Error::io(dir, e))?;
         Ok(manifest)
+    }
+
+    /// Writes a package at `dir` holding the TorchScript module whose archive is `module`
+    /// (from `torch.jit.script(m).save(...)` or `torch.jit.trace`), atomically. The
+    /// manifest's model must be `arch = "torchscript"` with the input shape and classes;
+    /// the module is loaded and run once on zeros of that shape first, and must give
+    /// float logits `[1, classes]`. Returns the manifest as written.
+    pub fn save_torchscript(dir: impl AsRef<Path>, mut manifest: Manifest, module: &[u8]) -> Result<Manifest> {
+        let dir = dir.as_ref();
+        let ModelSpec::Torchscript(spec) = &manifest.model else {
+            return Err(Error::Manifest(format!(
+                "model.arch is {:?}; a TorchScript package's is \"torchscript\"",
+                manifest.model.arch()
+            )));
+        };
+        Network::from_torchscript(spec.clone(), module, Device::Cpu)?;
+        manifest.format_version = FORMAT_VERSION;
+        manifest.weights.file = TORCHSCRIPT_FILE.into();
+        manifest.weights.sha256 = sha256_hex(module);
+        manifest.weights.bytes = module.len() as u64;
+        manifest.check()?;
+        let mut json =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| Error::invalid(dir.join(MANIFEST_FILE), e.to_string()))?;
+        json.push(b'\n');
+        atomic::write_dir(dir, &[(MANIFEST_FILE, &json), (TORCHSCRIPT_FILE, module)]).map_err(|e| Error::io(dir, e))?;
+        Ok(manifest)
+    }
+
+    /// Writes the package's model to `path` as a TorchScript module that
+    /// `torch.jit.load(path)` runs in PyTorch, atomically. Its `forward` takes samples as
+    /// the package's own requests carry them (a float batch `[B, ...input]`, pixels in
+    /// 0..1), applies the package's normalisation, and gives the logits: the numbers
+    /// kiln-serve's v2 `logits` output gives for the same inputs.
+    pub fn export_torchscript(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let device = self.network.device();
+        let norm = match &self.manifest.input.normalize {
+            Some(n) => {
+                let k = n.mean.len() as i64;
+                let mean = Tensor::f_from_slice(&n.mean)?.f_to_device(device)?.f_view([1, k, 1])?;
+                let inv: Vec<f32> = n.std.iter().map(|s| 1.0 / s).collect();
+                let inv = Tensor::f_from_slice(&inv)?.f_to_device(device)?.f_view([1, k, 1])?;
+                Some((k, mean, inv))
+            }
+            None => None,
+        };
+        // The same arithmetic as Normalize::apply: (v - mean) * (1 / std) per channel.
+        // Shapes with -1 for the batch, so that the traced module takes any batch size.
+        let input: Vec<i64> = std::iter::once(-1)
+            .chain(self.manifest.model.input().iter().copied())
+            .collect();
+        let prepare = |x: &Tensor| match &norm {
+            Some((k, mean, inv)) => {
+                ((x.reshape([-1, *k, self.manifest.sample_len() as i64 / k]) - mean) * inv).reshape(input.as_slice())
+            }
+            None => x.shallow_clone(),
+        };
+        // libtorch writes to a path; the bytes then go to `path` atomically.
+        // (libtorch names the archive's root folder after the file, so the name is plain.)
+        let tmp = tempfile::tempdir().map_err(|e| Error::io(path, e))?;
+        let file = tmp.path().join(TORCHSCRIPT_FILE);
+        self.network
+            .save_torchscript(&prepare, &file)
+            .map_err(|e| Error::invalid(path, format!("cannot write the TorchScript module: {e}")))?;
+        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        atomic::write_file(path, &bytes).map_err(|e| Error::io(path, e))
     }
 
     /// Reads and checks `dir/manifest.json` without loading the weights.
@@ -90,8 +164,15 @@ impl Package {
         }
         let wpath = dir.join(&manifest.weights.file);
         let bytes = read_verified(&wpath, &manifest.weights.sha256, manifest.weights.bytes, "weights")?;
-        let mut network = Network::new(manifest.model.clone(), device)?;
-        decode_weights(&bytes, &mut network).map_err(|e| Error::invalid(&wpath, e.to_string()))?;
+        let network = match &manifest.model {
+            ModelSpec::Torchscript(spec) => Network::from_torchscript(spec.clone(), &bytes, device)
+                .map_err(|e| Error::invalid(&wpath, e.to_string()))?,
+            spec => {
+                let mut network = Network::new(spec.clone(), device)?;
+                decode_weights(&bytes, &mut network).map_err(|e| Error::invalid(&wpath, e.to_string()))?;
+                network
+            }
+        };
         Ok(Package {
             dir: dir.to_path_buf(),
             manifest,

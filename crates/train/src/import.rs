@@ -33,3 +33,65 @@ pub fn import_weights(config: &TrainConfig, weights: &Path, out: &Path) -> Resul
     );
     Ok(Package::save(out, manifest, &net)?)
 }
+
+/// What a TorchScript classifier's package needs besides the module: the facts its
+/// manifest records, which the module itself does not carry.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TorchScriptFacts {
+    /// The model's name.
+    pub name: String,
+    /// Its version, a positive integer.
+    pub version: u64,
+    /// The shape of one input sample, without the batch, e.g. `[1, 28, 28]`.
+    pub input: Vec<i64>,
+    /// The class names, indexed by class (their number is the width of the logits).
+    pub labels: Vec<String>,
+    /// Whether inputs are images (`[channels, height, width]`, 1 or 3 channels): requests
+    /// may then carry PNG or JPEG files, decoded and resized to that layout, pixels in 0..1.
+    pub image: bool,
+    /// Per-channel normalisation applied to inputs before the module, if the module was
+    /// trained on normalised inputs and does not normalise itself.
+    pub normalize: Option<kiln_data::Normalize>,
+}
+
+/// Writes a package at `out` holding the TorchScript module in the file `module` (from
+/// `torch.jit.script(model).save(...)` or `torch.jit.trace`), with a manifest made of
+/// `facts`. The module is loaded and run once on zeros of the declared input shape, and
+/// must give float logits `[1, classes]`. A file that is not TorchScript (a pickled
+/// `state_dict`) is refused, saying how to save the model instead.
+pub fn import_torchscript(module: &Path, facts: &TorchScriptFacts, out: &Path) -> Result<Manifest> {
+    let bytes = std::fs::read(module).map_err(|e| Error::io(module, e))?;
+    let image = if facts.image {
+        match *facts.input.as_slice() {
+            [c @ (1 | 3), h, w] if h > 0 && w > 0 => Some(kiln_data::ImageLayout {
+                channels: c as usize,
+                height: h as usize,
+                width: w as usize,
+            }),
+            _ => {
+                return Err(Error::Config(format!(
+                    "--image needs an input shape [channels, height, width] with 1 or 3 channels, not {:?}",
+                    facts.input
+                )))
+            }
+        }
+    } else {
+        None
+    };
+    let spec = kiln_model::ModelSpec::Torchscript(kiln_model::TorchScriptSpec {
+        input: facts.input.clone(),
+        classes: facts.labels.len() as i64,
+    });
+    let manifest = Manifest::classifier(
+        &facts.name,
+        facts.version,
+        spec,
+        facts.labels.clone(),
+        facts.normalize.clone(),
+        image,
+    );
+    Package::save_torchscript(out, manifest, &bytes).map_err(|e| match e {
+        kiln_package::Error::Model(m) => Error::Input(format!("{}: {m}", module.display())),
+        other => other.into(),
+    })
+}

@@ -50,7 +50,7 @@ pub use error::{Error, Result};
 pub use evaluate::{evaluate, evaluate_package, EvalResult};
 pub use generate::{generate_text, TextReport, TextRequest};
 pub use gguf_import::{import_gguf, GgufImport};
-pub use import::import_weights;
+pub use import::{import_torchscript, import_weights, TorchScriptFacts};
 pub use metrics::{ClassMetrics, Confusion};
 pub use metrics_log::MetricsLog;
 pub use optim::{Optimizer, ParamGroup};

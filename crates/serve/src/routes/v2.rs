@@ -69,7 +69,8 @@ async fn model_metadata(_: Caller, state: web::Data<AppState>, path: web::Path<M
         "name": m.name,
         "versions": versions,
         "failed_versions": failed,
-        "platform": "kiln",
+        // Triton's name for a TorchScript model's backend; kiln's own architectures are "kiln".
+        "platform": if m.manifest.model.arch() == "torchscript" { "pytorch_libtorch" } else { "kiln" },
         "inputs": [tensor_meta(&input.name, input.dtype, &input.shape)],
         "outputs": outputs_meta(&m),
         "parameters": {"labels": m.manifest.output.labels},
