@@ -30,9 +30,9 @@ if ! .venv/bin/python -c "import openai" 2>/dev/null; then
   log "installing openai into .venv (the official client the language-model serving tests drive kiln-serve with)"
   .venv/bin/pip install --quiet --disable-pip-version-check "openai==3.57.0"
 fi
-if ! .venv/bin/python -c "import tritonclient.http" 2>/dev/null; then
-  log "installing tritonclient[http] into .venv (the independent KServe v2 client of the conformance test)"
-  .venv/bin/pip install --quiet --disable-pip-version-check "tritonclient[http]==2.73.0"
+if ! .venv/bin/python -c "import tritonclient.http, tritonclient.grpc" 2>/dev/null; then
+  log "installing tritonclient[http,grpc] into .venv (the independent KServe v2 client of the HTTP and gRPC conformance tests)"
+  .venv/bin/pip install --quiet --disable-pip-version-check "tritonclient[http,grpc]==2.73.0"
 fi
 if ! .venv/bin/python -c "import safetensors" 2>/dev/null; then
   log "installing safetensors into .venv (PyTorch's reader of kiln's weights in the parity tests)"

@@ -86,6 +86,17 @@ fn tritonclient_accepts_the_v2_answers() {
     }
     // Pixel bytes, rounded from the same images: the same classes.
     assert_eq!(floats(&r["uint8"]["class"]), want_class);
+    // Binary tensor data, in, out, or both: the very numbers JSON carries.
+    for key in ["binary", "binary_in"] {
+        assert_eq!(r[key]["probabilities"], r["fp32"]["probabilities"], "{key}");
+    }
+    for key in ["binary", "binary_out", "binary_uint8"] {
+        assert_eq!(floats(&r[key]["class"]), want_class, "{key}");
+    }
+    assert_eq!(floats(&r["binary"]["logits"]).len(), want_logits.concat().len());
+    for (got, want) in floats(&r["binary"]["logits"]).iter().zip(want_logits.concat()) {
+        assert!((got - want as f64).abs() < 1e-5, "{got} vs {want}");
+    }
 
     assert_eq!(r["unknown_model"]["status"], "404");
     assert!(

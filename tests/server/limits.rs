@@ -137,8 +137,15 @@ fn every_field_of_every_protocol_is_checked() {
     r["parameters"] = json!([1, 2]);
     bad("/v2/models/fashion/infer", r, "parameters object");
     let mut r = v2();
-    r["outputs"] = json!([{"name": "class", "parameters": {"binary_data": true}}]);
-    bad("/v2/models/fashion/infer", r, "binary tensor data");
+    r["outputs"] = json!([{"name": "class", "parameters": {"binary_data": "yes"}}]);
+    bad("/v2/models/fashion/infer", r, "\"binary_data\" must be a boolean");
+    let mut r = v2();
+    r["inputs"][0].as_object_mut().unwrap().remove("data");
+    r["inputs"][0]["parameters"] = json!({"binary_data_size": 3136});
+    bad("/v2/models/fashion/infer", r, "no Inference-Header-Content-Length");
+    let mut r = v2();
+    r["inputs"][0]["parameters"] = json!({"shared_memory_region": "r"});
+    bad("/v2/models/fashion/infer", r, "shared-memory extension");
     let mut r = v2();
     r["outputs"] = json!([{"name": "class", "extra": 1}]);
     bad("/v2/models/fashion/infer", r, "unknown field `extra`");

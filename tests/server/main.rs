@@ -9,6 +9,7 @@ mod admin;
 mod conformance;
 mod errors;
 mod generation;
+mod grpc;
 mod images;
 mod lifecycle;
 mod limits;

@@ -25,10 +25,10 @@ out = {
 }
 
 
-def infer(data, datatype, outputs=("probabilities", "class"), version=""):
+def infer(data, datatype, outputs=("probabilities", "class"), version="", binary_in=False, binary_out=False):
     inp = httpclient.InferInput("input", list(data.shape), datatype)
-    inp.set_data_from_numpy(data, binary_data=False)
-    wanted = [httpclient.InferRequestedOutput(o, binary_data=False) for o in outputs]
+    inp.set_data_from_numpy(data, binary_data=binary_in)
+    wanted = [httpclient.InferRequestedOutput(o, binary_data=binary_out) for o in outputs]
     r = client.infer(model, [inp], model_version=version, outputs=wanted, request_id="tc-1")
     resp = r.get_response()
     return {
@@ -41,6 +41,12 @@ def infer(data, datatype, outputs=("probabilities", "class"), version=""):
 out["fp32"] = infer(images, "FP32")
 out["fp64"] = infer(images.astype(np.float64), "FP64", outputs=("logits",), version="1")
 out["uint8"] = infer(np.round(images * 255).astype(np.uint8), "UINT8", outputs=("class",))
+# Triton's binary tensor data extension: raw bytes after the JSON header, both ways.
+both = ("probabilities", "class", "logits")
+out["binary"] = infer(images, "FP32", outputs=both, binary_in=True, binary_out=True)
+out["binary_in"] = infer(images, "FP32", outputs=("probabilities",), binary_in=True)
+out["binary_out"] = infer(images, "FP32", outputs=("class",), binary_out=True)
+out["binary_uint8"] = infer(np.round(images * 255).astype(np.uint8), "UINT8", outputs=("class",), binary_in=True)
 
 # Errors surface as the client's exception, carrying the server's message.
 try:

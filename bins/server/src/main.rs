@@ -17,6 +17,9 @@ struct Args {
     /// Address and port to listen on (0.0.0.0:8080 to accept other machines).
     #[arg(long, env = "KILN_BIND", default_value = "127.0.0.1:8080")]
     bind: String,
+    /// Address and port for KServe v2 over gRPC (e.g. 127.0.0.1:8081); off when not given.
+    #[arg(long, env = "KILN_GRPC_BIND")]
+    grpc_bind: Option<std::net::SocketAddr>,
     /// Where models run: cpu, cuda, cuda:N, or auto (CUDA when usable).
     #[arg(long, env = "KILN_DEVICE", default_value = "cpu")]
     device: DeviceChoice,
@@ -207,8 +210,23 @@ async fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(2, format!("cannot listen on {bind}: {e}")),
     };
+    let grpc = match a.grpc_bind {
+        Some(addr) => match kiln_serve::grpc::GrpcServer::start(state.clone(), addr, a.http_workers) {
+            Ok(g) => {
+                tracing::info!(address = %g.addr, "listening for gRPC (KServe v2) on {}", g.addr);
+                Some(g)
+            }
+            Err(e) => return fail(2, e),
+        },
+        None => None,
+    };
     tracing::info!(address = %bind, "listening on http://{bind}");
-    match server.run().await {
+    let served = server.run().await;
+    // HTTP has drained (SIGTERM, SIGINT): gRPC stops too, letting running calls finish.
+    if let Some(Err(e)) = grpc.map(kiln_serve::grpc::GrpcServer::stop) {
+        tracing::warn!("{e}");
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, e),
     }

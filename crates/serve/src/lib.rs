@@ -4,7 +4,8 @@
 //! model instances, each on its own OS thread (libtorch tensors are not `Sync`, and grad
 //! mode is per thread), fed by a bounded queue. Requests queued together run as one batch
 //! ([`worker`]); a full queue answers 429 at once. The HTTP layer ([`routes`]) speaks the
-//! KServe v2 / Open Inference Protocol and the classic recipe's `POST /predict`.
+//! KServe v2 / Open Inference Protocol and the classic recipe's `POST /predict`; [`grpc`]
+//! speaks KServe v2 over gRPC.
 
 mod completion;
 mod config;
@@ -15,6 +16,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod generator;
+pub mod grpc;
 pub mod metrics;
 mod policy;
 mod pool;

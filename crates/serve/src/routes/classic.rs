@@ -9,7 +9,6 @@ use super::v2::argmax;
 use crate::{AppState, Error, Result};
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use base64::Engine;
-use futures_util::StreamExt;
 use kiln_package::top_k;
 use serde::Deserialize;
 use serde_json::json;
@@ -40,19 +39,6 @@ struct PredictRequest {
 struct PredictQuery {
     model: Option<String>,
     top_k: Option<usize>,
-}
-
-/// Reads the body up to the configured limit (413 beyond).
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>> {
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| Error::BadRequest(format!("cannot read the request body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(Error::TooLarge(limit));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 pub(crate) enum Input {
@@ -107,7 +93,7 @@ async fn predict(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let body = read_body(payload, state.config.body_limit).await?;
+    let body = super::read_body(payload, state.config.body_limit).await?;
     let query = query.into_inner();
     let (input, model, k) = parse_body(&content_type, body, query.model, query.top_k)?;
     let m = match model {

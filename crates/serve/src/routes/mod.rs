@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+pub(crate) mod binary;
 pub(crate) mod classic;
 mod generate;
 mod observe;
@@ -32,11 +33,27 @@ impl FromRequest for JsonOnly {
         ready(match req.mime_type() {
             Ok(None) => Ok(JsonOnly),
             Ok(Some(m)) if json(&m) => Ok(JsonOnly),
+            // A body with binary tensors (Triton's extension) is JSON followed by raw bytes.
+            _ if req.headers().contains_key(binary::HEADER_LENGTH) => Ok(JsonOnly),
             _ => Err(Error::BadRequest(
                 "expected a JSON body with Content-Type: application/json".into(),
             )),
         })
     }
+}
+
+/// Reads the body up to the configured limit (413 beyond).
+pub(crate) async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, Error> {
+    use futures_util::StreamExt;
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Error::BadRequest(format!("cannot read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(Error::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Mounts every endpoint, with JSON bodies limited to the configured size and every
@@ -52,7 +69,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .error_handler(move |e, req| {
                 if req.headers().contains_key("inference-header-content-length") {
                     return Error::BadRequest(
-                        "the binary tensor data extension is not supported; send the tensors as JSON".into(),
+                        "this endpoint takes JSON only; binary tensor data is taken by /v2/models/{name}/infer".into(),
                     )
                     .into();
                 }

@@ -78,23 +78,44 @@ impl<'de> serde::Deserialize<'de> for Parameters {
 
 impl Parameters {
     /// Refuses the parameters of protocol extensions kiln does not implement, which would
-    /// otherwise be silently half-honoured: binary tensor data and shared memory.
-    /// `where_` names the object in the message.
+    /// otherwise be silently half-honoured (shared memory), and binary-data parameters of
+    /// the wrong type. `where_` names the object in the message.
     pub fn refuse_unsupported(&self, where_: &str) -> Result<()> {
         for (k, v) in &self.0 {
-            let unsupported = match (k.as_str(), v) {
-                ("binary_data" | "binary_data_output", Param::Bool(false)) => false,
-                ("binary_data" | "binary_data_output" | "binary_data_size", _) => true,
-                (k, _) => k.starts_with("shared_memory_"),
+            let wrong_type = match (k.as_str(), v) {
+                ("binary_data" | "binary_data_output", Param::Bool(_)) => None,
+                ("binary_data" | "binary_data_output", _) => Some("a boolean"),
+                ("binary_data_size", Param::Num(n)) if *n >= 0.0 && n.fract() == 0.0 => None,
+                ("binary_data_size", _) => Some("a byte count"),
+                _ => None,
             };
-            if unsupported {
+            if let Some(want) = wrong_type {
+                return Err(Error::BadRequest(format!("{where_}: parameter {k:?} must be {want}")));
+            }
+            if k.starts_with("shared_memory_") {
                 return Err(Error::BadRequest(format!(
-                    "{where_}: parameter {k:?} asks for a protocol extension kiln does not support \
-                     (binary tensor data, shared memory); send the tensors as JSON"
+                    "{where_}: parameter {k:?} asks for the shared-memory extension, which kiln does not support; \
+                     send the tensors as JSON or as binary data"
                 )));
             }
         }
         Ok(())
+    }
+
+    /// The boolean parameter `name`, if given.
+    pub fn flag(&self, name: &str) -> Option<bool> {
+        match self.0.get(name) {
+            Some(Param::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The numeric parameter `name`, if given.
+    pub fn number(&self, name: &str) -> Option<f64> {
+        match self.0.get(name) {
+            Some(Param::Num(n)) => Some(*n),
+            _ => None,
+        }
     }
 }
 
@@ -118,9 +139,14 @@ mod tests {
         }
         let ok: Parameters = serde_json::from_str(r#"{"binary_data": false, "priority": 1}"#).unwrap();
         ok.refuse_unsupported("x").unwrap();
+        let binary: Parameters = serde_json::from_str(r#"{"binary_data": true, "binary_data_size": 12}"#).unwrap();
+        binary.refuse_unsupported("x").unwrap();
+        assert_eq!(binary.flag("binary_data"), Some(true));
+        assert_eq!(binary.number("binary_data_size"), Some(12.0));
         for bad in [
-            r#"{"binary_data": true}"#,
-            r#"{"binary_data_size": 12}"#,
+            r#"{"binary_data": 1}"#,
+            r#"{"binary_data_size": -1}"#,
+            r#"{"binary_data_size": 1.5}"#,
             r#"{"shared_memory_region": "r"}"#,
         ] {
             let p: Parameters = serde_json::from_str(bad).unwrap();
