@@ -6,11 +6,15 @@
 #   kiln-serve (release build, default flags)
 #   Flask's development server, as in the recipe (benches/flask_predict.py, PyTorch eager)
 #   the same Flask app under gunicorn with two workers
+#   ceiling: a bare actix-web + serde_json + tch model-thread loop (benches/predict_ceiling.rs),
+#     the least a Rust server can do for this request: kiln-serve's target is 0.9x of it
 # Prints requests/s, p50 and p99 latency and failed requests for each, then kiln's cold
 # start (process start to ready) and memory (peak RSS). "server CPU µs/request" is the
 # user+system CPU time of the server's processes over the requests answered: steadier than
 # requests/s on a shared machine, where other tenants take cycles.
-# Usage: benches/serve.sh   (DURATION=seconds per point, default 10; SERVERS="kiln flask gunicorn")
+# Usage: benches/serve.sh   (DURATION=seconds per point, default 10; SERVERS="kiln flask gunicorn";
+#   ROUNDS=N repeats the servers in turn N times, for figures taken side by side)
+#   e.g. SERVERS="kiln ceiling" ROUNDS=3 DURATION=5 bash benches/serve.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -24,8 +28,10 @@ if ! .venv/bin/python -c "import flask, gunicorn" 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check flask gunicorn
 fi
 cargo build --release -q -p kiln-trainer -p kiln-server
+cargo build --release -q -p kiln-server --example predict_ceiling
 DURATION="${DURATION:-10}"
 SERVERS="${SERVERS:-kiln flask gunicorn}"
+ROUNDS="${ROUNDS:-1}"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
@@ -85,6 +91,7 @@ run_wrk() { # name url concurrency pid
 PORT=18500
 echo "| server | concurrency | requests/s | p50 ms | p99 ms | server CPU µs/request | failed |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
+for round in $(seq 1 "$ROUNDS"); do
 for server in $SERVERS; do
   PORT=$((PORT + 1))
   case "$server" in
@@ -96,6 +103,9 @@ for server in $SERVERS; do
       ;;
     gunicorn)
       KILN_PACKAGE="$PKG" .venv/bin/gunicorn -w 2 -b "127.0.0.1:$PORT" --chdir benches flask_predict:app 2>"$WORK/gunicorn.log" &
+      ;;
+    ceiling)
+      ./target/release/examples/predict_ceiling "$PKG" "127.0.0.1:$PORT" 2 2>"$WORK/ceiling.log" &
       ;;
   esac
   PID=$!
@@ -110,6 +120,7 @@ for server in $SERVERS; do
   fi
   kill "$PID" 2>/dev/null || true
   wait "$PID" 2>/dev/null || true
+done
 done
 if [ -n "${KILN_READY:-}" ]; then
   echo

@@ -121,10 +121,14 @@ impl Package {
         if samples.is_empty() {
             return Ok(Vec::new());
         }
-        let flat: Vec<f32> = samples.concat();
         let mut shape = vec![samples.len() as i64];
         shape.extend_from_slice(self.model_input());
-        let x = convert::tensor_from_f32(&flat, &shape)?.f_to_device(self.network.device())?;
+        // One copy into the batch tensor: a single sample is read where it is.
+        let x = match samples {
+            [one] => convert::tensor_from_f32(one, &shape)?,
+            many => convert::tensor_from_f32(&many.concat(), &shape)?,
+        }
+        .f_to_device(self.network.device())?;
         let logits = self.network.infer(&x)?.f_to_kind(Kind::Float)?;
         let values = convert::tensor_to_f32(&logits)?;
         let classes = self.manifest.model.classes() as usize;

@@ -21,7 +21,7 @@ pub fn tfserving_predict_body(body: &[u8]) -> Result<()> {
 pub fn predict_body(content_type: &str, body: &[u8]) -> Result<()> {
     let (input, _, _) = classic::parse_body(content_type, body.to_vec(), None, None)?;
     match input {
-        classic::Input::Values(v) => crate::routes::flatten(&v, "FP64").map(|_| ()),
+        classic::Input::Values(_) => Ok(()),
         classic::Input::Encoded(bytes) => {
             let layout = kiln_data::ImageLayout {
                 channels: 1,

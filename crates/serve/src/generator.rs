@@ -12,7 +12,7 @@
 //! a 429. Each sequence computes what it would alone (its own row, positions, mask and
 //! seeded sampler), whatever else runs.
 
-use crate::metrics::{lock, GenerationMetrics, InstanceMetrics};
+use crate::metrics::{GenerationMetrics, InstanceMetrics};
 use crate::pool::{Ctx, Load, Pool};
 use crate::worker::RunError;
 use crate::{Error, Result, ServeConfig};
@@ -383,7 +383,7 @@ fn schedule(
                 continue;
             }
             let started = Instant::now();
-            lock(&metrics.queue).observe(started.duration_since(job.queued).as_secs_f64());
+            metrics.queue.observe(started.duration_since(job.queued).as_secs_f64());
             let row = running.len();
             let r = job.request;
             prefilled += r.prompt.len();
@@ -406,7 +406,7 @@ fn schedule(
                         logprobs: r.logprobs,
                         last_token: job.queued,
                     };
-                    lock(&metrics.compute).observe(started.elapsed().as_secs_f64());
+                    metrics.compute.observe(started.elapsed().as_secs_f64());
                     let done = seq.advance(&logits, capacity, generation);
                     running.push(seq);
                     if let Some(finish) = done {
@@ -435,8 +435,8 @@ fn schedule(
         let last: Vec<u32> = running.iter().map(|s| s.history[s.history.len() - 1]).collect();
         match backend.decode(&last) {
             Ok(logits) if logits.len() == running.len() => {
-                lock(&metrics.compute).observe(started.elapsed().as_secs_f64());
-                lock(&metrics.batch).observe(running.len() as f64);
+                metrics.compute.observe(started.elapsed().as_secs_f64());
+                metrics.batch.observe(running.len() as f64);
                 let mut done = Vec::new();
                 for (i, (seq, l)) in running.iter_mut().zip(&logits).enumerate() {
                     if let Some(f) = seq.advance(l, capacity, generation) {
@@ -474,7 +474,7 @@ fn end(backend: &mut dyn LanguageBackend, running: &mut Vec<Sequence>, i: usize,
         Event::Done(f) => Some(*f),
         _ => None,
     });
-    lock(&g.e2e).observe(running[i].queued.elapsed().as_secs_f64());
+    g.e2e.observe(running[i].queued.elapsed().as_secs_f64());
     let _ = running[i].events.send(event);
     leave(backend, running, i);
 }

@@ -1,10 +1,11 @@
 //! Prometheus metrics: requests by model, version, endpoint and status; latency, queue and
 //! compute time and batch size as histograms; queue depth; models loaded; failed loads.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Bucket bounds for durations, in seconds.
@@ -14,13 +15,15 @@ pub const SECONDS: &[f64] = &[
 /// Bucket bounds for batch sizes.
 pub const BATCH: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
-/// A Prometheus histogram.
-#[derive(Clone, Debug)]
+/// A Prometheus histogram, recorded without locks (atomic bucket counters), so that
+/// request threads and model threads never wait on one another to count.
+#[derive(Debug)]
 pub struct Histogram {
     bounds: &'static [f64],
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+    counts: Box<[AtomicU64]>,
+    /// The sum's f64 bits.
+    sum: AtomicU64,
+    count: AtomicU64,
 }
 
 impl Histogram {
@@ -28,36 +31,63 @@ impl Histogram {
     pub fn new(bounds: &'static [f64]) -> Histogram {
         Histogram {
             bounds,
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0f64.to_bits()),
+            count: AtomicU64::new(0),
         }
     }
 
     /// Records one value.
-    pub fn observe(&mut self, v: f64) {
-        for (b, c) in self.bounds.iter().zip(&mut self.counts) {
-            if v <= *b {
-                *c += 1;
+    pub fn observe(&self, v: f64) {
+        // Buckets are cumulative: the first bound at or above v and every one after it.
+        let first = self.bounds.partition_point(|b| *b < v);
+        for c in &self.counts[first..] {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut old = self.sum.load(Ordering::Relaxed);
+        loop {
+            let new = (f64::from_bits(old) + v).to_bits();
+            match self
+                .sum
+                .compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => old = now,
             }
         }
-        self.sum += v;
-        self.count += 1;
+        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Values recorded.
     pub fn count(&self) -> u64 {
-        self.count
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Adds `other`'s counts (same bounds) into this one.
+    fn merge(&self, other: &Histogram) {
+        for (c, o) in self.counts.iter().zip(other.counts.iter()) {
+            c.fetch_add(o.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        let sum = f64::from_bits(self.sum.load(Ordering::Relaxed)) + f64::from_bits(other.sum.load(Ordering::Relaxed));
+        self.sum.store(sum.to_bits(), Ordering::Relaxed);
+        self.count.fetch_add(other.count(), Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
+        let count = self.count();
+        for (b, c) in self.bounds.iter().zip(self.counts.iter()) {
+            // A value counted in its buckets but not yet in the total is shown in neither.
+            let c = c.load(Ordering::Relaxed).min(count);
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            f64::from_bits(self.sum.load(Ordering::Relaxed))
+        );
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     }
 }
 
@@ -65,11 +95,11 @@ impl Histogram {
 #[derive(Debug)]
 pub struct InstanceMetrics {
     /// Seconds requests waited in the queue.
-    pub queue: Mutex<Histogram>,
+    pub queue: Histogram,
     /// Seconds each batch took to run.
-    pub compute: Mutex<Histogram>,
+    pub compute: Histogram,
     /// Samples per batch.
-    pub batch: Mutex<Histogram>,
+    pub batch: Histogram,
     /// Requests in the queue now.
     pub depth: AtomicU64,
     /// Requests dropped because their client had gone.
@@ -85,9 +115,9 @@ pub struct InstanceMetrics {
 impl Default for InstanceMetrics {
     fn default() -> Self {
         InstanceMetrics {
-            queue: Mutex::new(Histogram::new(SECONDS)),
-            compute: Mutex::new(Histogram::new(SECONDS)),
-            batch: Mutex::new(Histogram::new(BATCH)),
+            queue: Histogram::new(SECONDS),
+            compute: Histogram::new(SECONDS),
+            batch: Histogram::new(BATCH),
             depth: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             instances: AtomicU64::new(0),
@@ -103,7 +133,7 @@ pub const TOKEN_SECONDS: &[f64] = &[
 ];
 
 /// A histogram of the generation metrics: name, help and where it lives.
-type GenerationHistogram = (&'static str, &'static str, fn(&GenerationMetrics) -> &Mutex<Histogram>);
+type GenerationHistogram = (&'static str, &'static str, fn(&GenerationMetrics) -> &Histogram);
 
 /// A gauge or counter of the generation metrics: name, help, type and how to read it.
 type GenerationScalar = (&'static str, &'static str, &'static str, fn(&GenerationMetrics) -> u64);
@@ -112,11 +142,11 @@ type GenerationScalar = (&'static str, &'static str, &'static str, fn(&Generatio
 #[derive(Debug)]
 pub struct GenerationMetrics {
     /// Seconds from a request's arrival to its first token.
-    pub ttft: Mutex<Histogram>,
+    pub ttft: Histogram,
     /// Seconds between a sequence's tokens.
-    pub itl: Mutex<Histogram>,
+    pub itl: Histogram,
     /// Seconds from a request's arrival to its last token.
-    pub e2e: Mutex<Histogram>,
+    pub e2e: Histogram,
     /// Prompt tokens prefilled.
     pub prompt_tokens: AtomicU64,
     /// Prompt tokens whose keys and values were reused from the cache, not computed.
@@ -142,9 +172,9 @@ pub struct GenerationMetrics {
 impl Default for GenerationMetrics {
     fn default() -> Self {
         GenerationMetrics {
-            ttft: Mutex::new(Histogram::new(SECONDS)),
-            itl: Mutex::new(Histogram::new(TOKEN_SECONDS)),
-            e2e: Mutex::new(Histogram::new(SECONDS)),
+            ttft: Histogram::new(SECONDS),
+            itl: Histogram::new(TOKEN_SECONDS),
+            e2e: Histogram::new(SECONDS),
             prompt_tokens: AtomicU64::new(0),
             prefix_hits: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
@@ -164,7 +194,7 @@ impl GenerationMetrics {
     /// the first).
     pub fn observe_token(&self, first: bool, since: Duration) {
         let h = if first { &self.ttft } else { &self.itl };
-        lock(h).observe(since.as_secs_f64());
+        h.observe(since.as_secs_f64());
     }
 
     /// A sequence ended: `Some` finish reason, or `None` when the model failed.
@@ -203,7 +233,7 @@ impl GenerationMetrics {
         for (name, help, h) in histograms {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
             for (m, v, g) in versions {
-                lock(h(g)).render(out, name, &labels(m, *v));
+                h(g).render(out, name, &labels(m, *v));
             }
         }
         let scalars: [GenerationScalar; 7] = [
@@ -287,7 +317,7 @@ type Section = (
     &'static str,
     &'static str,
     &'static str,
-    fn(&InstanceMetrics) -> &Mutex<Histogram>,
+    fn(&InstanceMetrics) -> &Histogram,
 );
 
 /// A per-instance gauge or counter: name, help, type and where it lives.
@@ -298,13 +328,46 @@ type Scalar = (
     fn(&InstanceMetrics) -> &AtomicU64,
 );
 
-/// Server-wide request metrics.
-#[derive(Debug, Default)]
+/// Server-wide request metrics. Each thread that answers requests counts into a shard of
+/// its own (locked only by itself, and by `/metrics` when it renders), so request threads
+/// never wait on one another; the key is built in a reused buffer, so counting allocates
+/// only the first time a series is seen.
+#[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<(String, String), Histogram>>,
+    id: u64,
+    shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
+    /// Series created over all shards (a series seen by two threads counts twice: the
+    /// bound it enforces is a safety bound).
+    created: AtomicUsize,
     /// Model versions that failed to load.
     pub failed_loads: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Metrics {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            shards: Mutex::default(),
+            created: AtomicUsize::new(0),
+            failed_loads: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One thread's counts: requests by "model\u{1f}version\u{1f}endpoint\u{1f}status" and
+/// latency by "model\u{1f}endpoint".
+#[derive(Debug, Default)]
+struct Shard {
+    requests: HashMap<String, u64>,
+    latency: HashMap<String, Histogram>,
+}
+
+const SEP: char = '\u{1f}';
+
+thread_local! {
+    /// This thread's shard of each `Metrics` (by id), and the buffer keys are built in.
+    static SHARDS: RefCell<(Vec<(u64, Arc<Mutex<Shard>>)>, String)> = const { RefCell::new((Vec::new(), String::new())) };
 }
 
 /// Locks `m`, also after a thread panicked holding it (the data are counters).
@@ -327,35 +390,90 @@ pub const OVERFLOW_LABEL: &str = "_overflow";
 impl Metrics {
     /// Records a finished request.
     pub fn observe(&self, model: &str, version: &str, endpoint: &str, status: u16, latency: Duration) {
-        {
-            let mut requests = lock(&self.requests);
-            let mut key = (model.to_string(), version.to_string(), endpoint.to_string(), status);
-            if requests.len() >= MAX_SERIES && !requests.contains_key(&key) {
-                key = (OVERFLOW_LABEL.into(), String::new(), endpoint.to_string(), status);
+        SHARDS.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            let (shards, key) = &mut *cell;
+            let shard = match shards.iter().find(|(id, _)| *id == self.id) {
+                Some((_, s)) => s.clone(),
+                None => {
+                    let s = Arc::new(Mutex::new(Shard::default()));
+                    lock(&self.shards).push(s.clone());
+                    shards.push((self.id, s.clone()));
+                    s
+                }
+            };
+            let mut shard = lock(&shard);
+            key.clear();
+            let _ = write!(key, "{model}{SEP}{version}{SEP}{endpoint}{SEP}{status}");
+            match shard.requests.get_mut(key.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    if self.created.fetch_add(1, Ordering::Relaxed) >= MAX_SERIES {
+                        key.clear();
+                        let _ = write!(key, "{OVERFLOW_LABEL}{SEP}{SEP}{endpoint}{SEP}{status}");
+                    }
+                    *shard.requests.entry(key.clone()).or_insert(0) += 1;
+                }
             }
-            *requests.entry(key).or_insert(0) += 1;
+            key.clear();
+            let _ = write!(key, "{model}{SEP}{endpoint}");
+            let seconds = latency.as_secs_f64();
+            match shard.latency.get(key.as_str()) {
+                Some(h) => h.observe(seconds),
+                None => {
+                    if self.created.fetch_add(1, Ordering::Relaxed) >= MAX_SERIES {
+                        key.clear();
+                        let _ = write!(key, "{OVERFLOW_LABEL}{SEP}{endpoint}");
+                    }
+                    shard
+                        .latency
+                        .entry(key.clone())
+                        .or_insert_with(|| Histogram::new(SECONDS))
+                        .observe(seconds);
+                }
+            }
+        });
+    }
+
+    /// Every shard's counts, merged and sorted by label.
+    fn merged(
+        &self,
+    ) -> (
+        BTreeMap<(String, String, String, u16), u64>,
+        BTreeMap<(String, String), Histogram>,
+    ) {
+        let (mut requests, mut latency) = (BTreeMap::new(), BTreeMap::new());
+        for shard in lock(&self.shards).iter() {
+            let shard = lock(shard);
+            for (k, n) in &shard.requests {
+                let mut parts = k.split(SEP);
+                let mut next = || parts.next().unwrap_or_default().to_string();
+                let (m, v, e, s) = (next(), next(), next(), next());
+                *requests.entry((m, v, e, s.parse().unwrap_or(0))).or_insert(0) += n;
+            }
+            for (k, h) in &shard.latency {
+                let (m, e) = k.split_once(SEP).unwrap_or((k, ""));
+                latency
+                    .entry((m.to_string(), e.to_string()))
+                    .or_insert_with(|| Histogram::new(SECONDS))
+                    .merge(h);
+            }
         }
-        let mut latency_map = lock(&self.latency);
-        let mut key = (model.to_string(), endpoint.to_string());
-        if latency_map.len() >= MAX_SERIES && !latency_map.contains_key(&key) {
-            key = (OVERFLOW_LABEL.into(), endpoint.to_string());
-        }
-        latency_map
-            .entry(key)
-            .or_insert_with(|| Histogram::new(SECONDS))
-            .observe(latency.as_secs_f64());
+        (requests, latency)
     }
 
     /// Series held by the request counters (for tests and the soak benchmark).
     pub fn series(&self) -> usize {
-        lock(&self.requests).len() + lock(&self.latency).len()
+        let (requests, latency) = self.merged();
+        requests.len() + latency.len()
     }
 
     /// The Prometheus text of the request metrics and of `instances` (model, version, metrics).
     pub fn render(&self, instances: &[(String, u64, &InstanceMetrics)]) -> String {
         let mut out = String::new();
         out.push_str("# HELP kiln_requests_total Requests answered, by model, version, endpoint and status.\n# TYPE kiln_requests_total counter\n");
-        for ((m, v, e, s), n) in lock(&self.requests).iter() {
+        let (requests, latency) = self.merged();
+        for ((m, v, e, s), n) in &requests {
             let _ = writeln!(
                 out,
                 "kiln_requests_total{{model=\"{}\",version=\"{}\",endpoint=\"{}\",status=\"{s}\"}} {n}",
@@ -367,7 +485,7 @@ impl Metrics {
         out.push_str(
             "# HELP kiln_request_duration_seconds Request latency.\n# TYPE kiln_request_duration_seconds histogram\n",
         );
-        for ((m, e), h) in lock(&self.latency).iter() {
+        for ((m, e), h) in &latency {
             h.render(
                 &mut out,
                 "kiln_request_duration_seconds",
@@ -392,7 +510,7 @@ impl Metrics {
         for (name, help, kind, get) in sections {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (m, v, i) in instances {
-                lock(get(i)).render(&mut out, name, &format!("model=\"{}\",version=\"{v}\"", esc(m)));
+                get(i).render(&mut out, name, &format!("model=\"{}\",version=\"{v}\"", esc(m)));
             }
         }
         let scalars: [Scalar; 5] = [
@@ -451,7 +569,7 @@ mod tests {
 
     #[test]
     fn histograms_are_cumulative_and_render_in_prometheus_format() {
-        let mut h = Histogram::new(BATCH);
+        let h = Histogram::new(BATCH);
         for v in [1.0, 3.0, 3.0, 300.0] {
             h.observe(v);
         }

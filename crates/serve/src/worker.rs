@@ -2,7 +2,6 @@
 //! bounded queue ([`crate::pool`]), each running whatever requests are queued together as
 //! one batch, up to `max_batch` samples and `max_delay` of waiting.
 
-use crate::metrics::lock;
 use crate::pool::{Ctx, Pool};
 use crate::{Error, Result, ServeConfig};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, TryRecvError};
@@ -156,13 +155,16 @@ fn serve_loop(backend: &mut (dyn Backend + 'static), ctx: &Ctx<dyn Backend, Job>
             continue;
         }
         let start = Instant::now();
-        {
-            let mut q = lock(&metrics.queue);
-            for j in &live {
-                q.observe(start.duration_since(j.queued).as_secs_f64());
-            }
+        for j in &live {
+            metrics.queue.observe(start.duration_since(j.queued).as_secs_f64());
         }
-        let samples: Vec<Vec<f32>> = live.iter().flat_map(|j| j.samples.iter().cloned()).collect();
+        // The samples move into the batch (no copy); each reply takes back its share.
+        let mut samples: Vec<Vec<f32>> = Vec::with_capacity(n);
+        let mut replies = Vec::with_capacity(live.len());
+        for j in live {
+            replies.push((j.samples.len(), j.reply));
+            samples.extend(j.samples);
+        }
         let result = backend.run(&samples).and_then(|rows| {
             if rows.len() == samples.len() {
                 Ok(rows)
@@ -174,19 +176,18 @@ fn serve_loop(backend: &mut (dyn Backend + 'static), ctx: &Ctx<dyn Backend, Job>
                 )))
             }
         });
-        lock(&metrics.compute).observe(start.elapsed().as_secs_f64());
-        lock(&metrics.batch).observe(samples.len() as f64);
+        metrics.compute.observe(start.elapsed().as_secs_f64());
+        metrics.batch.observe(samples.len() as f64);
         match result {
-            Ok(mut rows) => {
-                for job in live {
-                    let rest = rows.split_off(job.samples.len());
-                    let mine = std::mem::replace(&mut rows, rest);
-                    let _ = job.reply.send(Ok(mine));
+            Ok(rows) => {
+                let mut rows = rows.into_iter();
+                for (count, reply) in replies {
+                    let _ = reply.send(Ok(rows.by_ref().take(count).collect()));
                 }
             }
             Err(e) => {
-                for job in live {
-                    let _ = job.reply.send(Err(e.clone()));
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }

@@ -4,14 +4,13 @@
 //! class, its label, the probabilities and the top-k classes.
 
 use super::auth::Caller;
-use super::tensor::{flatten, Data};
+use super::tensor::Floats;
 use super::v2::argmax;
 use crate::{AppState, Error, Result};
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use base64::Engine;
 use kiln_package::top_k;
 use serde::Deserialize;
-use serde_json::json;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/predict", web::post().to(predict));
@@ -20,9 +19,9 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PredictRequest {
-    /// The image's pixels scaled to 0..1, flat or nested.
+    /// The image's pixels scaled to 0..1, flat or nested (parsed straight into f32).
     #[serde(default)]
-    image: Option<Data>,
+    image: Option<Floats>,
     /// A PNG or JPEG, base64-encoded.
     #[serde(default)]
     image_base64: Option<String>,
@@ -42,7 +41,7 @@ struct PredictQuery {
 }
 
 pub(crate) enum Input {
-    Values(Data),
+    Values(Vec<f32>),
     Encoded(Vec<u8>),
 }
 
@@ -60,7 +59,7 @@ pub(crate) fn parse_body(
         let r: PredictRequest =
             serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("malformed JSON body: {e}")))?;
         let input = match (r.image, r.image_base64) {
-            (Some(v), None) => Input::Values(v),
+            (Some(v), None) => Input::Values(v.0),
             (None, Some(b64)) => Input::Encoded(
                 base64::engine::general_purpose::STANDARD
                     .decode(b64.trim())
@@ -102,7 +101,7 @@ async fn predict(
     };
     m.engine.classifier(&m.name)?;
     let sample = match input {
-        Input::Values(v) => m.manifest.prepare_values(flatten(&v, "FP64")?),
+        Input::Values(v) => m.manifest.prepare_values(v),
         Input::Encoded(bytes) => {
             // Decoding is CPU work sized by the image: on the decode pool, within limits.
             let (model, max_pixels) = (m.clone(), state.config.max_image_pixels);
@@ -131,12 +130,29 @@ async fn predict(
         .next()
         .ok_or_else(|| Error::Internal("the model gave no answer".into()))?;
     let class = argmax(&p);
-    Ok(HttpResponse::Ok().json(json!({
-        "model": m.name,
-        "model_version": m.version.to_string(),
-        "class": class,
-        "label": m.manifest.output.labels.get(class),
-        "probabilities": p,
-        "top": top_k(&p, k.unwrap_or(3).max(1), &m.manifest.output.labels),
-    })))
+    let top = top_k(&p, k.unwrap_or(3).max(1), &m.manifest.output.labels);
+    // Serialized straight from borrowed fields (no JSON value tree to build and drop).
+    Ok(HttpResponse::Ok().json(PredictResponse {
+        model: &m.name,
+        model_version: m.version,
+        class,
+        label: m.manifest.output.labels.get(class),
+        probabilities: &p,
+        top,
+    }))
+}
+
+#[derive(serde::Serialize)]
+struct PredictResponse<'a> {
+    model: &'a str,
+    #[serde(serialize_with = "as_string")]
+    model_version: u64,
+    class: usize,
+    label: Option<&'a String>,
+    probabilities: &'a [f32],
+    top: Vec<kiln_package::ClassScore>,
+}
+
+fn as_string<S: serde::Serializer>(v: &u64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }

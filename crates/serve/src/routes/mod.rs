@@ -13,7 +13,6 @@ pub(crate) mod tfserving;
 pub(crate) mod v2;
 
 pub use observe::record;
-pub(crate) use tensor::flatten;
 
 use crate::{AppState, Error};
 use actix_web::{dev::Payload, error::JsonPayloadError, web, FromRequest, HttpMessage, HttpRequest};
@@ -91,9 +90,11 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .app_data(json)
             .app_data(query)
             .app_data(bytes)
+            // /predict first: routes are tried in order, and the later ones' path patterns
+            // cost a regex match each (about 2% of a /predict's CPU when it came third).
+            .configure(classic::configure)
             .configure(v2::configure)
             .configure(admin::configure)
-            .configure(classic::configure)
             .configure(observe::configure)
             .configure(tfserving::configure)
             .configure(openai::configure)

@@ -235,3 +235,125 @@ mod tests {
         assert_eq!(Data::from_value(&serde_json::json!([[1, 2]])).unwrap().0.len(), 2);
     }
 }
+
+/// Numbers, flat or in nested arrays, parsed straight into the model's element type (the
+/// `/predict` body's pixels): no intermediate list of JSON scalars. Anything but a finite
+/// number is refused, naming the element.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Floats(pub Vec<f32>);
+
+struct FloatCollector<'a> {
+    out: &'a mut Vec<f32>,
+    depth: usize,
+}
+
+impl FloatCollector<'_> {
+    fn push<E: serde::de::Error>(&mut self, v: f64, shown: &dyn std::fmt::Display) -> std::result::Result<(), E> {
+        let f = v as f32;
+        if !f.is_finite() {
+            return Err(E::custom(format!(
+                "element {} is {shown}, which is not a finite 32-bit float",
+                self.out.len()
+            )));
+        }
+        self.out.push(f);
+        Ok(())
+    }
+
+    fn refuse<E: serde::de::Error>(&self, what: &str) -> std::result::Result<(), E> {
+        Err(E::custom(format!(
+            "element {} is {what}; expected a number",
+            self.out.len()
+        )))
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for FloatCollector<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FloatCollector<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("numbers, flat or in nested arrays")
+    }
+    fn visit_i64<E: serde::de::Error>(mut self, v: i64) -> std::result::Result<(), E> {
+        self.push(v as f64, &v)
+    }
+    fn visit_u64<E: serde::de::Error>(mut self, v: u64) -> std::result::Result<(), E> {
+        self.push(v as f64, &v)
+    }
+    fn visit_f64<E: serde::de::Error>(mut self, v: f64) -> std::result::Result<(), E> {
+        self.push(v, &v)
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<(), E> {
+        self.refuse(&v.to_string())
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<(), E> {
+        self.refuse(&format!("{v:?}"))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<(), E> {
+        self.refuse("null")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> std::result::Result<(), A::Error> {
+        self.refuse("an object")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(serde::de::Error::custom(format!(
+                "data is nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        while seq
+            .next_element_seed(FloatCollector {
+                out: self.out,
+                depth: self.depth + 1,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Floats {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Floats, D::Error> {
+        // A 28x28 image is the common case: room for it without regrowing.
+        let mut out = Vec::with_capacity(1024);
+        d.deserialize_any(FloatCollector {
+            out: &mut out,
+            depth: 0,
+        })?;
+        Ok(Floats(out))
+    }
+}
+
+#[cfg(test)]
+mod floats_tests {
+    use super::Floats;
+
+    #[test]
+    fn numbers_nested_or_flat_become_f32_and_anything_else_is_named() {
+        let f: Floats = serde_json::from_str("[[0, 0.5], [1, 2e-3]]").unwrap();
+        assert_eq!(f.0, [0.0, 0.5, 1.0, 0.002]);
+        for (bad, needle) in [
+            ("[1, true]", "element 1 is true"),
+            ("[1, \"x\"]", "element 1 is \"x\""),
+            ("[null]", "element 0 is null"),
+            ("[1, {}]", "an object"),
+            ("[1e39]", "not a finite 32-bit float"),
+        ] {
+            let e = serde_json::from_str::<Floats>(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+        let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+        assert!(serde_json::from_str::<Floats>(&deep)
+            .unwrap_err()
+            .to_string()
+            .contains("nested deeper"));
+    }
+}
