@@ -138,7 +138,7 @@ fn run(cli: Cli, started: Instant) -> Result<(), Error> {
                 input: a.input,
                 labels,
                 image: a.image,
-                normalize: (!a.mean.is_empty()).then(|| kiln_data::Normalize {
+                normalize: (!a.mean.is_empty()).then_some(kiln_data::Normalize {
                     mean: a.mean,
                     std: a.std,
                 }),

@@ -18,7 +18,7 @@ impl Normalize {
     /// Checks that the statistics fit a sample of `sample_len` values.
     pub fn check(&self, sample_len: usize) -> Result<()> {
         let k = self.mean.len();
-        if k == 0 || k != self.std.len() || sample_len % k != 0 {
+        if k == 0 || k != self.std.len() || !sample_len.is_multiple_of(k) {
             return Err(Error::Invalid(format!(
                 "normalisation has {} means and {} stds; expected the same number, dividing the sample size {sample_len}",
                 self.mean.len(),
@@ -48,7 +48,7 @@ impl Normalize {
     /// the dataset. A constant channel gets std 1 rather than a division by zero.
     pub fn fit(data: &dyn Dataset, channels: usize, max_samples: usize) -> Result<Normalize> {
         let n = data.sample_len();
-        if channels == 0 || n % channels != 0 {
+        if channels == 0 || !n.is_multiple_of(channels) {
             return Err(Error::Invalid(format!(
                 "cannot split a sample of {n} values into {channels} channels"
             )));

@@ -42,7 +42,7 @@ impl GgmlType {
     /// number of blocks or the size overflows.
     pub fn bytes_for(self, elements: u64) -> Result<u64> {
         let (per, bytes) = self.block();
-        if elements % per as u64 != 0 {
+        if !elements.is_multiple_of(per as u64) {
             return Err(format(format!(
                 "{elements} elements are not whole blocks of {per} for {self:?}"
             )));
@@ -60,7 +60,7 @@ fn f16(lo: u8, hi: u8) -> f32 {
 /// Dequantises `bytes` of type `kind` to `f32`s; `bytes` must be whole blocks.
 pub fn dequantize(kind: GgmlType, bytes: &[u8]) -> Result<Vec<f32>, Error> {
     let (per, size) = kind.block();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(format(format!(
             "{} bytes are not whole {size}-byte blocks of {kind:?}",
             bytes.len()

@@ -323,7 +323,7 @@ mod tests {
             f.extend(kind.to_le_bytes());
             f.extend(offset.to_le_bytes());
         }
-        while f.len() % 32 != 0 {
+        while !f.len().is_multiple_of(32) {
             f.push(0);
         }
         for i in 0..6 {
@@ -378,7 +378,10 @@ mod tests {
         f.extend(0u64.to_le_bytes());
         f.extend(0u32.to_le_bytes());
         f.extend(0u64.to_le_bytes());
-        assert!(f.len() % 32 != 0, "the header must end unaligned for this test");
+        assert!(
+            !f.len().is_multiple_of(32),
+            "the header must end unaligned for this test"
+        );
         let err = GgufFile::from_bytes(f).unwrap_err().to_string();
         assert!(err.contains("past the end of the file"), "{err}");
     }

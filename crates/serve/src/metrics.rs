@@ -365,9 +365,17 @@ struct Shard {
 
 const SEP: char = '\u{1f}';
 
+/// A thread's shard of each `Metrics` (by id), and the buffer its keys are built in.
+type ThreadShards = (Vec<(u64, Arc<Mutex<Shard>>)>, String);
+
+/// Request counts and latency histograms by label, merged over the shards.
+type Merged = (
+    BTreeMap<(String, String, String, u16), u64>,
+    BTreeMap<(String, String), Histogram>,
+);
+
 thread_local! {
-    /// This thread's shard of each `Metrics` (by id), and the buffer keys are built in.
-    static SHARDS: RefCell<(Vec<(u64, Arc<Mutex<Shard>>)>, String)> = const { RefCell::new((Vec::new(), String::new())) };
+    static SHARDS: RefCell<ThreadShards> = const { RefCell::new((Vec::new(), String::new())) };
 }
 
 /// Locks `m`, also after a thread panicked holding it (the data are counters).
@@ -436,12 +444,7 @@ impl Metrics {
     }
 
     /// Every shard's counts, merged and sorted by label.
-    fn merged(
-        &self,
-    ) -> (
-        BTreeMap<(String, String, String, u16), u64>,
-        BTreeMap<(String, String), Histogram>,
-    ) {
+    fn merged(&self) -> Merged {
         let (mut requests, mut latency) = (BTreeMap::new(), BTreeMap::new());
         for shard in lock(&self.shards).iter() {
             let shard = lock(shard);

@@ -424,7 +424,7 @@ impl<'a, T: Task> Loop<'a, T> {
             state.batch_in_epoch += 1;
             state.batches_done += 1;
             self.progress.inc();
-            if state.batch_in_epoch % accumulate != 0 && state.batch_in_epoch != self.per_epoch {
+            if !state.batch_in_epoch.is_multiple_of(accumulate) && state.batch_in_epoch != self.per_epoch {
                 continue;
             }
             let rate = (epoch_samples * self.shard.world) as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
@@ -433,10 +433,13 @@ impl<'a, T: Task> Loop<'a, T> {
             let mid_epoch = self.state.batch_in_epoch < self.per_epoch;
             let every = self.config.checkpoint.every_steps as u64;
             let steps = self.state.optimizer_steps;
-            if mid_epoch && self.config.eval_every_steps > 0 && steps % self.config.eval_every_steps as u64 == 0 {
+            if mid_epoch
+                && self.config.eval_every_steps > 0
+                && steps.is_multiple_of(self.config.eval_every_steps as u64)
+            {
                 self.eval_record()?;
             }
-            if mid_epoch && every > 0 && steps % every == 0 {
+            if mid_epoch && every > 0 && steps.is_multiple_of(every) {
                 self.checkpoint()?;
             }
             if mid_epoch && self.stop_requested() {
@@ -510,7 +513,11 @@ impl<'a, T: Task> Loop<'a, T> {
                 "first_step_unix_time": unix,
             }))?;
         }
-        if self.state.optimizer_steps % self.config.log_every_steps as u64 == 0 {
+        if self
+            .state
+            .optimizer_steps
+            .is_multiple_of(self.config.log_every_steps as u64)
+        {
             let unit = format!("{}_per_sec", self.task.unit());
             let mut record = serde_json::json!({
                 "kind": "step", "step": self.state.optimizer_steps, "epoch": self.state.epoch + 1,
