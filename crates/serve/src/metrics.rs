@@ -336,9 +336,9 @@ type Scalar = (
 pub struct Metrics {
     id: u64,
     shards: Mutex<Vec<Arc<Mutex<Shard>>>>,
-    /// Series created over all shards (a series seen by two threads counts twice: the
-    /// bound it enforces is a safety bound).
-    created: AtomicUsize,
+    /// Request-count and latency series created over all shards (a series seen by two
+    /// threads counts twice: the bound they enforce is a safety bound).
+    created: [AtomicUsize; 2],
     /// Model versions that failed to load.
     pub failed_loads: AtomicU64,
 }
@@ -349,7 +349,7 @@ impl Default for Metrics {
         Metrics {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             shards: Mutex::default(),
-            created: AtomicUsize::new(0),
+            created: [AtomicUsize::new(0), AtomicUsize::new(0)],
             failed_loads: AtomicU64::new(0),
         }
     }
@@ -416,7 +416,7 @@ impl Metrics {
             match shard.requests.get_mut(key.as_str()) {
                 Some(n) => *n += 1,
                 None => {
-                    if self.created.fetch_add(1, Ordering::Relaxed) >= MAX_SERIES {
+                    if self.created[0].fetch_add(1, Ordering::Relaxed) >= MAX_SERIES {
                         key.clear();
                         let _ = write!(key, "{OVERFLOW_LABEL}{SEP}{SEP}{endpoint}{SEP}{status}");
                     }
@@ -429,7 +429,7 @@ impl Metrics {
             match shard.latency.get(key.as_str()) {
                 Some(h) => h.observe(seconds),
                 None => {
-                    if self.created.fetch_add(1, Ordering::Relaxed) >= MAX_SERIES {
+                    if self.created[1].fetch_add(1, Ordering::Relaxed) >= MAX_SERIES {
                         key.clear();
                         let _ = write!(key, "{OVERFLOW_LABEL}{SEP}{endpoint}");
                     }
