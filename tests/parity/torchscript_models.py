@@ -15,6 +15,15 @@ and trained in PyTorch, saved as TorchScript, and the answers PyTorch gives for 
       trained 150 steps of Adam so its running statistics are real, then traced in eval
       mode: OUT_DIR/resnet.pt and OUT_DIR/resnet.json as above (no normalisation).
 
+  tensors FASHION_MNIST_DIR OUT_DIR
+      A module of two inputs and three outputs (seeded, not trained): an image `image`
+      FP32 [B, 1, 28, 28] and a variable-length list of tag ids `tags` INT64 [B, T] (an
+      EmbeddingBag's mean) give `logits` FP32 [B, 10], `embedding` FP32 [B, 8] and `top`
+      INT64 [B] (the argmax). Scripted, returning a dict: OUT_DIR/tensors.pt. The same
+      model traced, returning the tuple (top, logits): OUT_DIR/tensors_tuple.pt. And
+      OUT_DIR/tensors.json: requests (test images with tags of lengths 4, 4 and 2) with
+      PyTorch's outputs for each, run one request at a time.
+
   run MODULE INPUTS.json SHAPE OUT.json
       torch.jit.load(MODULE) on the samples in INPUTS.json reshaped to [-1, *SHAPE]
       (SHAPE like 1,28,28): OUT.json holds {"logits": [...]}.
@@ -23,6 +32,7 @@ import gzip
 import json
 import os
 import sys
+from typing import Dict
 
 import numpy as np
 import torch
@@ -75,6 +85,33 @@ class ResNet(nn.Module):
     def forward(self, x):
         x = self.blocks(self.stem(x))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class ImageAndTags(nn.Module):
+    """Two inputs of different dtypes and shapes, three named outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, stride=2)
+        self.tags = nn.EmbeddingBag(50, 6, mode="mean")
+        self.mix = nn.Linear(4 * 13 * 13 + 6, 8)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, image: torch.Tensor, tags: torch.Tensor) -> Dict[str, torch.Tensor]:
+        x = torch.flatten(F.relu(self.conv(image)), 1)
+        embedding = torch.tanh(self.mix(torch.cat([x, self.tags(tags)], dim=1)))
+        logits = self.head(embedding)
+        return {"logits": logits, "embedding": embedding, "top": torch.argmax(logits, dim=1)}
+
+
+class TopAndLogits(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, image, tags):
+        out = self.inner(image, tags)
+        return out["top"], out["logits"]
 
 
 def idx(path):
@@ -140,6 +177,31 @@ def resnet(data_dir, out_dir):
     answers(model, test, lambda t: t, os.path.join(out_dir, "resnet.json"))
 
 
+def tensors(data_dir, out_dir):
+    torch.manual_seed(0)
+    model = ImageAndTags().eval()
+    os.makedirs(out_dir, exist_ok=True)
+    torch.jit.script(model).save(os.path.join(out_dir, "tensors.pt"))
+    images, _ = fashion(data_dir, "test", 6)
+    example = (images[:1], torch.zeros(1, 4, dtype=torch.int64))
+    torch.jit.trace(TopAndLogits(model), example).save(os.path.join(out_dir, "tensors_tuple.pt"))
+    g = torch.Generator().manual_seed(1)
+    requests = []
+    for lo, hi, length in [(0, 3, 4), (3, 5, 4), (5, 6, 2)]:
+        image = images[lo:hi]
+        tags = torch.randint(0, 50, (hi - lo, length), generator=g)
+        with torch.no_grad():
+            out = model(image, tags)
+        requests.append(
+            {
+                "image": image.tolist(),
+                "tags": tags.tolist(),
+                **{k: v.tolist() for k, v in out.items()},
+            }
+        )
+    json.dump({"requests": requests}, open(os.path.join(out_dir, "tensors.json"), "w"))
+
+
 def run(module, inputs, shape, out):
     model = torch.jit.load(module)
     model.eval()
@@ -150,8 +212,8 @@ def run(module, inputs, shape, out):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] in ("classic", "resnet"):
-        {"classic": classic, "resnet": resnet}[sys.argv[1]](*sys.argv[2:])
+    if len(sys.argv) == 4 and sys.argv[1] in ("classic", "resnet", "tensors"):
+        {"classic": classic, "resnet": resnet, "tensors": tensors}[sys.argv[1]](*sys.argv[2:])
     elif len(sys.argv) == 6 and sys.argv[1] == "run":
         run(*sys.argv[2:])
     else:

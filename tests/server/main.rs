@@ -17,4 +17,5 @@ mod openapi;
 mod parity;
 mod protocol;
 mod repository;
+mod tensors;
 mod torchscript;

@@ -111,6 +111,7 @@ fn the_classic_recipe_and_a_batch_norm_resnet_scripted_in_pytorch_are_served_as_
             mean: vec![0.1307],
             std: vec![0.3081],
         }),
+        ..Default::default()
     };
     let m = kiln_train::import_torchscript(
         &work.path().join("classic.pt"),

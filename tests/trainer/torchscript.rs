@@ -184,3 +184,73 @@ fn an_exported_package_runs_in_pytorch_with_kilns_outputs_and_imports_back() {
     let diff = again.iter().zip(&kiln).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(diff <= 1e-5, "the re-imported export is {diff} away from kiln");
 }
+
+#[test]
+fn a_module_of_named_tensors_is_packaged_from_the_command_line_and_refused_where_it_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = kiln_data::KnownDataset::FashionMnist.default_dir();
+    torchscript_models(&["tensors", data.to_str().unwrap(), dir.path().to_str().unwrap()]);
+    let module = dir.path().join("tensors.pt");
+    let pkg = dir.path().join("pkg");
+    let import = |outputs: &[&str], extra: &[&str]| {
+        let mut args = vec![
+            "import-torchscript",
+            "--module",
+            module.to_str().unwrap(),
+            "--out",
+            pkg.to_str().unwrap(),
+            "--name",
+            "multi",
+            "--input-tensor",
+            "image:FP32:1,28,28",
+            "--input-tensor",
+            "tags:INT64:-1",
+        ];
+        for o in outputs {
+            args.extend(["--output-tensor", o]);
+        }
+        args.extend(extra);
+        kiln_train(&args)
+    };
+    // A declared output the module does not give, or gives with another dtype, is refused
+    // by running the module, naming what it gave; nothing is written.
+    let o = import(&["logits:FP32:10", "probs:FP32:10"], &[]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("without \"probs\"") && stderr(&o).contains("embedding"),
+        "{}",
+        stderr(&o)
+    );
+    let o = import(&["top:FP32:"], &[]);
+    assert!(
+        stderr(&o).contains("\"top\" as INT64 [2]") && stderr(&o).contains("FP32 [-1]"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!pkg.exists());
+    // A classifier's flags with a module's: refused by the command line (exit 2).
+    let o = import(&["top:INT64:"], &["--classes", "10"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = import(&["top:INTEGER:"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("INTEGER"), "{}", stderr(&o));
+
+    let o = import(&["logits:FP32:10", "embedding:FP32:8", "top:INT64:"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("inputs image, tags, outputs logits, embedding, top"),
+        "{}",
+        stdout(&o)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pkg.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["task"], "tensors");
+    assert_eq!(
+        manifest["model"]["inputs"][1],
+        serde_json::json!({"name": "tags", "dtype": "INT64", "shape": [-1]})
+    );
+    // eval classifies labelled samples: a module of named tensors says where to send them.
+    let o = kiln_train(&["eval", "--package", pkg.to_str().unwrap()]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("/v2/models/multi/infer"), "{}", stderr(&o));
+}

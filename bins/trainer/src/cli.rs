@@ -167,8 +167,29 @@ pub struct ImportTorchscriptArgs {
     #[arg(long, default_value_t = 1)]
     pub version: u64,
     /// The shape of one input sample, without the batch: e.g. `--input 1,28,28` or `--input 784`.
-    #[arg(long, value_delimiter = ',', required = true, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present_any = ["input_tensor", "output_tensor"],
+        allow_negative_numbers = true
+    )]
     pub input: Vec<i64>,
+    /// For a module of named tensors (several inputs or outputs, or other dtypes) instead
+    /// of a classifier: one of its inputs as NAME:DTYPE:SHAPE, the shape of one sample
+    /// without the batch, -1 for a size that varies (e.g. `--input-tensor image:FP32:1,28,28
+    /// --input-tensor tokens:INT64:-1`). Repeat it for each input, in forward's order.
+    #[arg(
+        long,
+        value_parser = kiln_model::TensorSpec::parse,
+        requires = "output_tensor",
+        conflicts_with_all = ["input", "labels", "labels_file", "classes", "image", "mean", "std"]
+    )]
+    pub input_tensor: Vec<kiln_model::TensorSpec>,
+    /// One output of a module of named tensors as NAME:DTYPE:SHAPE (e.g.
+    /// `--output-tensor logits:FP32:10`), in the order forward returns them (or a key of
+    /// the dict it returns). Repeat it for each output.
+    #[arg(long, value_parser = kiln_model::TensorSpec::parse, requires = "input_tensor")]
+    pub output_tensor: Vec<kiln_model::TensorSpec>,
     /// The class names in order, comma-separated (their number is the width of the logits).
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["labels_file", "classes"])]
     pub labels: Vec<String>,

@@ -115,6 +115,25 @@ fn run(cli: Cli, started: Instant) -> Result<(), Error> {
             let m = kiln_train::import_weights(&config, &a.weights, &a.out)?;
             println!("package: {} ({} version {})", a.out.display(), m.name, m.version);
         }
+        Command::ImportTorchscript(a) if !a.input_tensor.is_empty() => {
+            let facts = kiln_train::TorchScriptFacts {
+                name: a.name,
+                version: a.version,
+                inputs: a.input_tensor,
+                outputs: a.output_tensor,
+                ..Default::default()
+            };
+            let m = kiln_train::import_torchscript(&a.module, &facts, &a.out)?;
+            let names = |t: &[kiln_model::TensorSpec]| t.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ");
+            println!(
+                "package: {} ({} version {}, TorchScript, inputs {}, outputs {})",
+                a.out.display(),
+                m.name,
+                m.version,
+                names(&facts.inputs),
+                names(&facts.outputs)
+            );
+        }
         Command::ImportTorchscript(a) => {
             let labels = match (&a.labels_file, a.classes) {
                 (Some(file), _) => std::fs::read_to_string(file)
@@ -142,6 +161,7 @@ fn run(cli: Cli, started: Instant) -> Result<(), Error> {
                     mean: a.mean,
                     std: a.std,
                 }),
+                ..Default::default()
             };
             let m = kiln_train::import_torchscript(&a.module, &facts, &a.out)?;
             println!(

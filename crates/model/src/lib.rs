@@ -35,4 +35,4 @@ pub use network::Network;
 pub use params::Parameters;
 pub use resnet::ResnetSpec;
 pub use spec::ModelSpec;
-pub use torchscript::{check_archive as check_torchscript_archive, TorchScriptSpec};
+pub use torchscript::{check_archive as check_torchscript_archive, TensorSpec, TorchScriptSpec};

@@ -57,9 +57,10 @@ impl Network {
     }
 
     /// Loads the TorchScript module whose archive is `bytes` onto `device` and checks it
-    /// against `spec` by running it once on zeros of the declared input shape: it must
-    /// give float logits `[1, classes]`. A file that is not TorchScript (a pickled
-    /// `state_dict`, say) is refused without being unpickled.
+    /// against `spec` by running it once on zeros of the declared input shape: a
+    /// classifier must give float logits `[1, classes]`, a module of named tensors its
+    /// declared outputs. A file that is not TorchScript (a pickled `state_dict`, say) is
+    /// refused without being unpickled.
     pub fn from_torchscript(spec: TorchScriptSpec, bytes: &[u8], device: Device) -> Result<Network> {
         spec.validate()?;
         let module = crate::torchscript::load(bytes, device)?;
@@ -167,6 +168,11 @@ impl Network {
     /// Logits `[B, classes]` for inputs `[B, ...input]`, in training mode (dropout on,
     /// batch norm using and updating batch statistics) when `train` is true.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if self.spec.is_tensors() {
+            return Err(Error::Spec(
+                "this TorchScript module takes named tensors: run it with Network::run_tensors".into(),
+            ));
+        }
         self.check_input(x)?;
         let x = if x.device() == self.device() {
             x.shallow_clone()
@@ -180,6 +186,35 @@ impl Network {
             )),
             Module::Script(module) => Ok(module.forward_ts(&[x])?),
         }
+    }
+
+    /// A module of named tensors run on `inputs` (in the order of its spec's `inputs`, each
+    /// `[B, ...]` on any device), in evaluation mode without recording gradients: its
+    /// outputs in the order of the spec's `outputs`, each checked against its spec.
+    pub fn run_tensors(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let (ModelSpec::Torchscript(spec), Module::Script(module)) = (&self.spec, &self.module) else {
+            return Err(Error::Spec(format!(
+                "a {} network takes one input batch: run it with Network::infer",
+                self.spec.arch()
+            )));
+        };
+        if !spec.is_tensors() {
+            return Err(Error::Spec(
+                "this TorchScript module is a classifier: run it with Network::infer".into(),
+            ));
+        }
+        let device = self.device();
+        let inputs = inputs
+            .iter()
+            .map(|t| {
+                Ok(if t.device() == device {
+                    t.shallow_clone()
+                } else {
+                    t.f_to_device(device)?
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        crate::torchscript::run_tensors(module, spec, &inputs)
     }
 
     /// Logits `[B, classes]` in evaluation mode without recording gradients.

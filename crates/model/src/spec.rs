@@ -74,6 +74,12 @@ impl ModelSpec {
         matches!(self, ModelSpec::Decoder(_))
     }
 
+    /// Whether this is a module of named tensors (a TorchScript module of several inputs or
+    /// outputs, or of other dtypes) rather than a classifier or a language model.
+    pub fn is_tensors(&self) -> bool {
+        matches!(self, ModelSpec::Torchscript(t) if t.is_tensors())
+    }
+
     /// Fills `input` and `classes` when unset, or checks that they agree with the data.
     pub fn fit_to(&mut self, input: &[i64], classes: i64) -> Result<()> {
         let (i, c) = match self {
@@ -110,8 +116,10 @@ impl ModelSpec {
 
     /// Checks that the spec describes a model that can be built.
     pub fn validate(&self) -> Result<()> {
-        if let ModelSpec::Decoder(d) = self {
-            return d.validate();
+        match self {
+            ModelSpec::Decoder(d) => return d.validate(),
+            ModelSpec::Torchscript(t) if t.is_tensors() => return t.validate(),
+            _ => {}
         }
         let input = self.input();
         if input.is_empty() || input.iter().any(|&d| d <= 0) {

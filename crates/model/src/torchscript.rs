@@ -8,18 +8,113 @@
 //! it before libtorch sees it and says what to do instead.
 
 use crate::{Error, Result};
-use kiln_tensor::{tch::CModule, Device, Kind, Tensor};
+use kiln_tensor::{
+    tch::{CModule, IValue},
+    DType, Device, Kind, Tensor,
+};
 use serde::{Deserialize, Serialize};
 
-/// What kiln needs to know of a TorchScript classifier: its `forward` takes one float
-/// tensor `[B, ...input]` and returns the logits `[B, classes]`.
+/// What kiln needs to know of a TorchScript module. Either a classifier, whose `forward`
+/// takes one float tensor `[B, ...input]` and returns the logits `[B, classes]`; or a
+/// module of named tensors (several inputs or outputs, any dtypes), whose `forward` takes
+/// the `inputs` in order and returns the `outputs`: one tensor, a tuple or list of them
+/// in order, or a dict keyed by their names. Every tensor of such a module is batched
+/// along its first dimension.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TorchScriptSpec {
-    /// Shape of one sample, without the batch dimension.
+    /// A classifier's shape of one sample, without the batch dimension (empty for a
+    /// module of named tensors).
+    #[serde(default)]
     pub input: Vec<i64>,
-    /// Number of classes (the width of the logits).
+    /// A classifier's number of classes, the width of the logits (0 for a module of
+    /// named tensors).
+    #[serde(default)]
     pub classes: i64,
+    /// A module of named tensors: its inputs, in the order `forward` takes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<TensorSpec>,
+    /// A module of named tensors: its outputs, in the order `forward` returns them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// One named tensor a module takes or gives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    /// Its name, as requests and answers name it.
+    pub name: String,
+    /// Its element type.
+    pub dtype: DType,
+    /// The shape of one sample, without the batch dimension; `-1` for a size that may
+    /// differ from request to request (e.g. a sequence length).
+    pub shape: Vec<i64>,
+}
+
+impl TensorSpec {
+    /// The shape with `-1` for the batch, as protocols' metadata states it.
+    pub fn batched_shape(&self) -> Vec<i64> {
+        std::iter::once(-1).chain(self.shape.iter().copied()).collect()
+    }
+
+    /// Whether a tensor of `dtype` and `shape` (with its batch dimension) fits.
+    pub fn fits(&self, dtype: DType, shape: &[i64]) -> bool {
+        dtype == self.dtype
+            && shape.len() == self.shape.len() + 1
+            && shape[1..].iter().zip(&self.shape).all(|(&g, &w)| w == -1 || g == w)
+    }
+
+    /// `NAME:DTYPE:D1,D2,...` (e.g. `image:FP32:1,28,28`, `tokens:INT64:-1`; an empty
+    /// shape for one value a sample), as the command line takes it.
+    pub fn parse(text: &str) -> std::result::Result<TensorSpec, String> {
+        let want = "expected NAME:DTYPE:SHAPE, e.g. image:FP32:1,28,28 or tokens:INT64:-1";
+        let mut parts = text.splitn(3, ':');
+        let (Some(name), Some(dtype), Some(shape)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("{text:?}: {want}"));
+        };
+        let dtype = DType::from_name(&dtype.to_ascii_uppercase()).ok_or_else(|| {
+            let names: Vec<&str> = DType::ALL.iter().map(|d| d.name()).collect();
+            format!("{text:?}: dtype {dtype:?} is not one of {}", names.join(", "))
+        })?;
+        let shape = if shape.trim().is_empty() {
+            Vec::new()
+        } else {
+            shape
+                .split(',')
+                .map(|d| d.trim().parse::<i64>())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|_| format!("{text:?}: shape {shape:?} is not comma-separated integers; {want}"))?
+        };
+        let spec = TensorSpec {
+            name: name.to_string(),
+            dtype,
+            shape,
+        };
+        spec.check().map_err(|e| format!("{text:?}: {e}"))?;
+        Ok(spec)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            return Err(format!(
+                "tensor name {:?} must be non-empty ASCII letters, digits, '_', '-' or '.'",
+                self.name
+            ));
+        }
+        if let Some(d) = self.shape.iter().find(|&&d| d == 0 || d < -1) {
+            return Err(format!(
+                "tensor {:?}: size {d} in shape {:?} must be positive, or -1 for any size",
+                self.name, self.shape
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What kind of file `bytes` is, for the error a non-TorchScript file gets.
@@ -65,6 +160,9 @@ pub(crate) fn load(bytes: &[u8], device: Device) -> Result<CModule> {
 /// Runs `module` once on zeros of the declared input shape and checks that it gives float
 /// logits `[1, classes]`; the message says what it gave instead.
 pub(crate) fn check_signature(module: &CModule, spec: &TorchScriptSpec, device: Device) -> Result<()> {
+    if spec.is_tensors() {
+        return check_tensors_signature(module, spec, device);
+    }
     let mut shape = vec![1];
     shape.extend_from_slice(&spec.input);
     let x = Tensor::f_zeros(&shape, (Kind::Float, device))?;
@@ -85,12 +183,187 @@ pub(crate) fn check_signature(module: &CModule, spec: &TorchScriptSpec, device: 
     Ok(())
 }
 
+/// Runs a module of named tensors on `inputs` (in `spec.inputs`' order, each batched
+/// along its first dimension) and returns its outputs in `spec.outputs`' order, each
+/// checked against its spec. An input that does not fit is [`Error::Input`]; outputs
+/// that do not fit are [`Error::Spec`] naming what the module gave.
+pub(crate) fn run_tensors(module: &CModule, spec: &TorchScriptSpec, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    if inputs.len() != spec.inputs.len() {
+        return Err(Error::Input(format!(
+            "{} tensors given; the module takes {} ({})",
+            inputs.len(),
+            spec.inputs.len(),
+            names(&spec.inputs)
+        )));
+    }
+    let mut batch = None;
+    for (t, want) in inputs.iter().zip(&spec.inputs) {
+        let dtype = DType::of(t)?;
+        if !want.fits(dtype, &t.size()) {
+            return Err(Error::Input(format!(
+                "{:?} is {dtype} {:?}; the module takes {} {:?} (-1: any size)",
+                want.name,
+                t.size(),
+                want.dtype,
+                want.batched_shape()
+            )));
+        }
+        match batch {
+            None => batch = Some(t.size()[0]),
+            Some(b) if b != t.size()[0] => {
+                return Err(Error::Input(format!(
+                    "{:?} has {} rows, the inputs before it {b}: every input holds the same batch",
+                    want.name,
+                    t.size()[0]
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    let args: Vec<IValue> = inputs.iter().map(|t| IValue::Tensor(t.shallow_clone())).collect();
+    let out = kiln_tensor::tch::no_grad(|| module.forward_is(&args))
+        .map_err(|e| Error::Input(format!("the module's forward failed: {e}")))?;
+    let outputs = output_tensors(out, spec)?;
+    let rows = batch.unwrap_or(0);
+    for (t, want) in outputs.iter().zip(&spec.outputs) {
+        let dtype = DType::of(t)?;
+        if !want.fits(dtype, &t.size()) || t.size()[0] != rows {
+            return Err(Error::Spec(format!(
+                "the module gave {:?} as {dtype} {:?} for a batch of {rows}; its spec says {} {:?} (the batch first, -1: any size)",
+                want.name,
+                t.size(),
+                want.dtype,
+                want.batched_shape()
+            )));
+        }
+    }
+    Ok(outputs)
+}
+
+fn names(specs: &[TensorSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| format!("{:?}", s.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The tensors of what `forward` returned, in the order of `spec.outputs`.
+fn output_tensors(out: IValue, spec: &TorchScriptSpec) -> Result<Vec<Tensor>> {
+    let want = spec.outputs.len();
+    let gave = |what: String| {
+        Error::Spec(format!(
+            "the module returned {what}; its spec names {want} outputs ({}): return one tensor, a tuple or list of them in that order, or a dict keyed by those names",
+            names(&spec.outputs)
+        ))
+    };
+    let tensors = match out {
+        IValue::Tensor(t) => vec![t],
+        IValue::TensorList(ts) => ts,
+        IValue::Tuple(items) | IValue::GenericList(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                IValue::Tensor(t) => Ok(t),
+                other => Err(gave(format!(
+                    "a sequence whose item {i} is not a tensor ({})",
+                    kind(&other)
+                ))),
+            })
+            .collect::<Result<_>>()?,
+        IValue::GenericDict(entries) => {
+            let mut by_name = std::collections::BTreeMap::new();
+            for (k, v) in entries {
+                if let (IValue::String(k), IValue::Tensor(t)) = (k, v) {
+                    by_name.insert(k, t);
+                }
+            }
+            let keys: Vec<String> = by_name.keys().cloned().collect();
+            spec.outputs
+                .iter()
+                .map(|o| {
+                    by_name
+                        .remove(&o.name)
+                        .ok_or_else(|| gave(format!("a dict of tensors without {:?} (its keys: {keys:?})", o.name)))
+                })
+                .collect::<Result<_>>()?
+        }
+        other => return Err(gave(kind(&other).to_string())),
+    };
+    if tensors.len() != want {
+        return Err(gave(format!("{} tensors", tensors.len())));
+    }
+    Ok(tensors)
+}
+
+fn kind(v: &IValue) -> &'static str {
+    match v {
+        IValue::None => "None",
+        IValue::Tensor(_) => "a tensor",
+        IValue::Double(_) | IValue::Int(_) | IValue::Bool(_) => "a number",
+        IValue::String(_) => "a string",
+        IValue::GenericDict(_) => "a dict",
+        _ => "something other than tensors",
+    }
+}
+
+/// Runs a module of named tensors once on zeros of its declared inputs (a batch of 2,
+/// sizes of -1 taken as 1) and checks that it gives the declared outputs.
+fn check_tensors_signature(module: &CModule, spec: &TorchScriptSpec, device: Device) -> Result<()> {
+    let inputs = spec
+        .inputs
+        .iter()
+        .map(|i| {
+            let shape: Vec<i64> = std::iter::once(2).chain(i.shape.iter().map(|&d| d.max(1))).collect();
+            Ok(Tensor::f_zeros(&shape, (i.dtype.kind(), device))?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    run_tensors(module, spec, &inputs).map(|_| ()).map_err(|e| match e {
+        Error::Input(m) => Error::Spec(format!(
+            "run on zeros of the declared inputs (a batch of 2, -1 sizes as 1): {m}"
+        )),
+        other => other,
+    })
+}
+
 impl TorchScriptSpec {
+    /// Whether this is a module of named tensors rather than a classifier.
+    pub fn is_tensors(&self) -> bool {
+        !self.inputs.is_empty() || !self.outputs.is_empty()
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
-        if self.input.is_empty() {
+        if !self.is_tensors() {
+            if self.input.is_empty() {
+                return Err(Error::Spec(
+                    "a torchscript model needs its input shape (one sample, without the batch), or its named \
+                     inputs and outputs"
+                        .into(),
+                ));
+            }
+            return Ok(());
+        }
+        if !self.input.is_empty() || self.classes != 0 {
             return Err(Error::Spec(
-                "a torchscript model needs its input shape (one sample, without the batch)".into(),
+                "a torchscript model is either a classifier (input and classes) or a module of named tensors \
+                 (inputs and outputs), not both"
+                    .into(),
             ));
+        }
+        if self.inputs.is_empty() || self.outputs.is_empty() {
+            return Err(Error::Spec(
+                "a torchscript module of named tensors needs at least one input and one output".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for t in self.inputs.iter().chain(&self.outputs) {
+            t.check().map_err(Error::Spec)?;
+            if !seen.insert(t.name.as_str()) {
+                return Err(Error::Spec(format!(
+                    "tensor name {:?} is used twice; inputs and outputs need distinct names",
+                    t.name
+                )));
+            }
         }
         Ok(())
     }

@@ -111,6 +111,7 @@ impl Package {
 
     /// Logits `[B][classes]` for model-ready samples, run as one batch.
     pub fn logits(&self, samples: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        self.require_classifier()?;
         let n = self.manifest.sample_len();
         if let Some(bad) = samples.iter().position(|s| s.len() != n) {
             return Err(invalid(format!(

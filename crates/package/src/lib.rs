@@ -27,6 +27,7 @@ mod error;
 mod language;
 mod manifest;
 mod package;
+mod tensors;
 mod weights;
 
 pub use classify::{softmax, top_k, ClassScore};

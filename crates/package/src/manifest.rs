@@ -24,6 +24,10 @@ pub enum Task {
     /// Predicts the next token of a text: `input_ids` `[B, T]` int64 to `logits`
     /// `[B, T, vocab]`.
     LanguageModel,
+    /// Maps named, typed tensors to named, typed tensors (a TorchScript module of several
+    /// inputs or outputs, or of other dtypes: `model.inputs` and `model.outputs` list
+    /// them; `input` and `output` repeat the first of each).
+    Tensors,
 }
 
 /// A language model's tokenizer file, its checksum and the roles of its special tokens.
@@ -229,6 +233,34 @@ impl Manifest {
         }
     }
 
+    /// A manifest for a TorchScript module of named tensors (`spec.inputs` and
+    /// `spec.outputs`). The weights reference is filled in when the package is saved.
+    pub fn tensors(name: &str, version: u64, spec: kiln_model::TorchScriptSpec) -> Manifest {
+        let first = |t: Option<&kiln_model::TensorSpec>| {
+            t.map_or((String::new(), Vec::new(), DType::Fp32), |t| {
+                (t.name.clone(), t.batched_shape(), t.dtype)
+            })
+        };
+        let (in_name, in_shape, in_dtype) = first(spec.inputs.first());
+        let (out_name, out_shape, out_dtype) = first(spec.outputs.first());
+        let mut m = Manifest::classifier(name, version, ModelSpec::Torchscript(spec), Vec::new(), None, None);
+        m.task = Task::Tensors;
+        m.input = InputSpec {
+            name: in_name,
+            shape: in_shape,
+            dtype: in_dtype,
+            normalize: None,
+            image: None,
+        };
+        m.output = OutputSpec {
+            name: out_name,
+            shape: out_shape,
+            dtype: out_dtype,
+            labels: Vec::new(),
+        };
+        m
+    }
+
     /// A manifest for a language model. The weights and tokenizer references are filled
     /// in by [`LanguagePackage::save`](crate::LanguagePackage::save).
     pub fn language_model(name: &str, version: u64, model: &Decoder, special: SpecialTokens) -> Manifest {
@@ -303,12 +335,14 @@ impl Manifest {
                 return Err(format!("file name {file:?} must be a plain file name"));
             }
         }
-        match (self.task, self.model.is_language_model()) {
-            (Task::LanguageModel, true) => return self.check_language_model(),
-            (Task::Classification, false) => {}
-            (task, _) => {
+        match (self.task, self.model.is_language_model(), self.model.is_tensors()) {
+            (Task::LanguageModel, true, _) => return self.check_language_model(),
+            (Task::Tensors, _, true) => return self.check_tensors(),
+            (Task::Classification, false, false) => {}
+            (task, _, _) => {
                 return Err(format!(
-                    "task {task:?} does not fit model arch {:?} (a decoder is a language model; mlp, cnn and resnet are classifiers)",
+                    "task {task:?} does not fit model arch {:?} (a decoder is a language model; mlp, cnn and resnet \
+                     are classifiers; a torchscript module with named inputs and outputs has task \"tensors\")",
                     self.model.arch()
                 ))
             }
@@ -350,6 +384,20 @@ impl Manifest {
             return Err(format!(
                 "weights.file {:?} must be a plain file name",
                 self.weights.file
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_tensors(&self) -> std::result::Result<(), String> {
+        let ModelSpec::Torchscript(spec) = &self.model else {
+            return Err("a tensors package holds a torchscript model".into());
+        };
+        let expected = Manifest::tensors(&self.name, self.version, spec.clone());
+        if self.input != expected.input || self.output != expected.output {
+            return Err(format!(
+                "input and output must repeat the first of model.inputs and model.outputs: {:?} {:?} and {:?} {:?}",
+                expected.input.name, expected.input.shape, expected.output.name, expected.output.shape
             ));
         }
         Ok(())

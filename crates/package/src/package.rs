@@ -54,9 +54,10 @@ impl Package {
 
     /// Writes a package at `dir` holding the TorchScript module whose archive is `module`
     /// (from `torch.jit.script(m).save(...)` or `torch.jit.trace`), atomically. The
-    /// manifest's model must be `arch = "torchscript"` with the input shape and classes;
-    /// the module is loaded and run once on zeros of that shape first, and must give
-    /// float logits `[1, classes]`. Returns the manifest as written.
+    /// manifest's model must be `arch = "torchscript"`, a classifier (input shape and
+    /// classes) or a module of named tensors (inputs and outputs); the module is loaded
+    /// and run once on zeros of the declared inputs first, and must give float logits
+    /// `[1, classes]` or the declared outputs. Returns the manifest as written.
     pub fn save_torchscript(dir: impl AsRef<Path>, mut manifest: Manifest, module: &[u8]) -> Result<Manifest> {
         let dir = dir.as_ref();
         let ModelSpec::Torchscript(spec) = &manifest.model else {
@@ -156,7 +157,7 @@ impl Package {
     pub fn load(dir: impl AsRef<Path>, device: Device) -> Result<Package> {
         let dir = dir.as_ref();
         let manifest = Package::read_manifest(dir)?;
-        if manifest.task != Task::Classification {
+        if manifest.task == Task::LanguageModel {
             return Err(Error::invalid(
                 dir.join(MANIFEST_FILE),
                 "holds a language model (task \"language-model\"); load it with LanguagePackage::load, or `kiln-train generate`",

@@ -2,8 +2,10 @@
 //! answer awaited within the server's limits. Classifier samples here; text generation in
 //! [`crate::completion`].
 
-use crate::worker::Job;
+use crate::tensors::Tensors;
+use crate::worker::{Job, Request, Worker};
 use crate::{AppState, Error, Model, Result};
+use kiln_tensor::HostTensor;
 use tokio::sync::oneshot;
 
 impl AppState {
@@ -20,11 +22,25 @@ impl AppState {
 
     /// Logits of model-ready samples from `model`, batched with other requests.
     pub async fn infer(&self, model: &Model, samples: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
+        self.answer(model.engine.classifier(&model.name)?, model, samples).await
+    }
+
+    /// The outputs of a module of named tensors for `inputs` (in its input order),
+    /// batched with other requests of the same shapes.
+    pub async fn infer_tensors(&self, model: &Model, inputs: Vec<HostTensor>) -> Result<Vec<HostTensor>> {
+        let worker = model
+            .engine
+            .tensors()
+            .ok_or_else(|| Error::Internal(format!("model {} is not a module of named tensors", model.name)))?;
+        self.answer(worker, model, Tensors(inputs)).await
+    }
+
+    async fn answer<R: Request>(&self, worker: &Worker<R>, model: &Model, input: R) -> Result<R::Output> {
         let (tx, rx) = oneshot::channel();
-        model.engine.classifier(&model.name)?.submit(
+        worker.submit(
             Job {
                 queued: std::time::Instant::now(),
-                samples,
+                samples: input,
                 reply: tx,
             },
             &model.name,

@@ -1,11 +1,13 @@
 //! `Engine`: what serves one model version, whatever its kind: the classifier's batcher
-//! ([`Worker`]) or the language model's scheduler ([`Generator`]) with the tokenizer, chat
-//! template and generation defaults that turn text into its requests. The registry and
+//! ([`Worker`]), the same batcher over named tensors ([`Tensors`]), or the language
+//! model's scheduler ([`Generator`]) with the tokenizer, chat template and generation
+//! defaults that turn text into its requests. The registry and
 //! the routes see a version through this one interface; a route that needs one kind asks
 //! for it and gets a clear 400 for the other.
 
 use crate::generator::{Generator, LanguageBackend, RowModel};
 use crate::metrics::{GenerationMetrics, InstanceMetrics};
+use crate::tensors::Tensors;
 use crate::worker::{Backend, Loader, Worker};
 use crate::{Error, Result, ServeConfig};
 use kiln_package::{GenerationDefaults, LanguagePackage, Manifest, Package, Task};
@@ -17,6 +19,8 @@ use std::sync::Arc;
 pub enum Engine {
     /// A classifier: batches of samples to logits.
     Classify(Worker),
+    /// A module of named tensors: batches of input tensors to output tensors.
+    Tensors(Worker<Tensors>),
     /// A language model: prompts to token streams.
     Generate(Box<LanguageModel>),
 }
@@ -50,6 +54,12 @@ impl Engine {
                 let loader: Loader = Arc::new(move || Ok(Box::new(Package::load(&dir, device)?) as Box<dyn Backend>));
                 Ok(Engine::Classify(Worker::spawn(loader, instances, config, label)?))
             }
+            Task::Tensors => {
+                let dir = dir.to_path_buf();
+                let loader: Loader<Tensors> =
+                    Arc::new(move || Ok(Box::new(Package::load(&dir, device)?) as Box<dyn Backend<Tensors>>));
+                Ok(Engine::Tensors(Worker::spawn(loader, instances, config, label)?))
+            }
             Task::LanguageModel => {
                 LanguageModel::spawn(manifest, dir, instances, config, label).map(|m| Engine::Generate(Box::new(m)))
             }
@@ -60,6 +70,7 @@ impl Engine {
     pub fn task(&self) -> Task {
         match self {
             Engine::Classify(_) => Task::Classification,
+            Engine::Tensors(_) => Task::Tensors,
             Engine::Generate(_) => Task::LanguageModel,
         }
     }
@@ -68,6 +79,7 @@ impl Engine {
     pub fn healthy(&self) -> bool {
         match self {
             Engine::Classify(w) => w.healthy(),
+            Engine::Tensors(w) => w.healthy(),
             Engine::Generate(g) => g.generator.healthy(),
         }
     }
@@ -76,6 +88,7 @@ impl Engine {
     pub fn instances(&self) -> usize {
         match self {
             Engine::Classify(w) => w.instances(),
+            Engine::Tensors(w) => w.instances(),
             Engine::Generate(g) => g.generator.instances(),
         }
     }
@@ -84,6 +97,7 @@ impl Engine {
     pub fn set_instances(&self, n: usize) -> Result<()> {
         match self {
             Engine::Classify(w) => w.set_instances(n),
+            Engine::Tensors(w) => w.set_instances(n),
             Engine::Generate(g) => g.generator.set_instances(n),
         }
     }
@@ -92,6 +106,7 @@ impl Engine {
     pub fn metrics(&self) -> &Arc<InstanceMetrics> {
         match self {
             Engine::Classify(w) => &w.metrics,
+            Engine::Tensors(w) => &w.metrics,
             Engine::Generate(g) => g.generator.metrics(),
         }
     }
@@ -99,7 +114,7 @@ impl Engine {
     /// Per-token metrics, for a language model.
     pub fn generation_metrics(&self) -> Option<&GenerationMetrics> {
         match self {
-            Engine::Classify(_) => None,
+            Engine::Classify(_) | Engine::Tensors(_) => None,
             Engine::Generate(g) => Some(&g.generator.generation),
         }
     }
@@ -108,10 +123,22 @@ impl Engine {
     pub fn classifier(&self, model: &str) -> Result<&Worker> {
         match self {
             Engine::Classify(w) => Ok(w),
+            Engine::Tensors(_) => Err(Error::BadRequest(format!(
+                "model {model} takes named tensors, not one input to classify: send them through \
+                 /v2/models/{model}/infer (or KServe v2 over gRPC)"
+            ))),
             Engine::Generate(_) => Err(Error::BadRequest(format!(
                 "model {model} is a language model: send it text through /v1/completions, \
                  /v1/chat/completions or /v2/models/{model}/generate"
             ))),
+        }
+    }
+
+    /// The module of named tensors, or `None` for another kind of model.
+    pub fn tensors(&self) -> Option<&Worker<Tensors>> {
+        match self {
+            Engine::Tensors(w) => Some(w),
+            _ => None,
         }
     }
 
@@ -122,6 +149,10 @@ impl Engine {
             Engine::Classify(_) => Err(Error::BadRequest(format!(
                 "model {model} is a classifier, not a language model: send it inputs through \
                  /v2/models/{model}/infer or /predict"
+            ))),
+            Engine::Tensors(_) => Err(Error::BadRequest(format!(
+                "model {model} is a module of named tensors, not a language model: send its tensors \
+                 through /v2/models/{model}/infer"
             ))),
         }
     }

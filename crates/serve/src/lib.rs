@@ -24,6 +24,7 @@ mod registry;
 mod repository;
 pub mod routes;
 mod state;
+pub mod tensors;
 mod watch;
 pub mod worker;
 

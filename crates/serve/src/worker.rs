@@ -1,6 +1,7 @@
-//! The classifier's engine: all of a model version's instances take requests from one
-//! bounded queue ([`crate::pool`]), each running whatever requests are queued together as
-//! one batch, up to `max_batch` samples and `max_delay` of waiting.
+//! The batching engine of classifiers and of modules of named tensors: all of a model
+//! version's instances take requests from one bounded queue ([`crate::pool`]), each
+//! running whatever requests are queued together (and can share a batch) as one batch,
+//! up to `max_batch` rows and `max_delay` of waiting.
 
 use crate::pool::{Ctx, Pool};
 use crate::{Error, Result, ServeConfig};
@@ -30,46 +31,112 @@ impl RunError {
     }
 }
 
-/// What a model instance runs: model-ready samples in, one row of logits per sample out.
-pub trait Backend {
+/// What a request to a batching engine carries: rows that a batch joins with other
+/// requests' rows, and the answer each request gets back for its own rows.
+pub trait Request: Sized + Send + 'static {
+    /// What the model gives for a batch, and each request for its share of it.
+    type Output: Send + 'static;
+    /// The rows (samples) it holds; `max_batch` counts these.
+    fn rows(&self) -> usize;
+    /// Whether it can run in the same batch as `first` (same dtypes and sizes past the
+    /// batch dimension, for tensors).
+    fn joins(&self, first: &Self) -> bool;
+    /// The requests' rows as one batch, in order.
+    fn join(parts: Vec<Self>) -> std::result::Result<Self, RunError>;
+    /// The batch's answer split into one per request, `rows[i]` rows each.
+    fn split(output: Self::Output, rows: &[usize]) -> std::result::Result<Vec<Self::Output>, RunError>;
+    /// A joined batch split back into its requests, `rows[i]` rows each.
+    fn unjoin(batch: Self, rows: &[usize]) -> std::result::Result<Vec<Self>, RunError>;
+}
+
+/// A classifier's request: model-ready samples, each the model's input size; its
+/// answer is one row of logits per sample.
+impl Request for Vec<Vec<f32>> {
+    type Output = Vec<Vec<f32>>;
+
+    fn rows(&self) -> usize {
+        self.len()
+    }
+
+    fn joins(&self, _first: &Self) -> bool {
+        true
+    }
+
+    fn join(parts: Vec<Self>) -> std::result::Result<Self, RunError> {
+        // The samples move into the batch (no copy).
+        let mut parts = parts.into_iter();
+        let mut batch = parts.next().unwrap_or_default();
+        for p in parts {
+            batch.extend(p);
+        }
+        Ok(batch)
+    }
+
+    fn split(output: Self::Output, rows: &[usize]) -> std::result::Result<Vec<Self::Output>, RunError> {
+        let want: usize = rows.iter().sum();
+        if output.len() != want {
+            return Err(RunError::internal(format!(
+                "the model gave {} answers for {want} samples",
+                output.len()
+            )));
+        }
+        let mut output = output.into_iter();
+        Ok(rows.iter().map(|&n| output.by_ref().take(n).collect()).collect())
+    }
+
+    fn unjoin(batch: Self, rows: &[usize]) -> std::result::Result<Vec<Self>, RunError> {
+        Self::split(batch, rows)
+    }
+}
+
+/// What a model instance runs: one batch of requests joined, to the batch's answer.
+pub trait Backend<R: Request = Vec<Vec<f32>>> {
     /// Runs one batch.
-    fn run(&self, samples: &[Vec<f32>]) -> std::result::Result<Vec<Vec<f32>>, RunError>;
+    fn run(&self, batch: &R) -> std::result::Result<R::Output, RunError>;
 }
 
 impl Backend for kiln_package::Package {
-    fn run(&self, samples: &[Vec<f32>]) -> std::result::Result<Vec<Vec<f32>>, RunError> {
-        self.logits(samples).map_err(|e| RunError {
-            caused_by_input: e.is_input_error(),
-            message: e.to_string(),
-        })
+    fn run(&self, samples: &Vec<Vec<f32>>) -> std::result::Result<Vec<Vec<f32>>, RunError> {
+        self.logits(samples).map_err(run_error)
+    }
+}
+
+/// A package error as a batch's failure: the input's fault or the server's.
+pub(crate) fn run_error(e: kiln_package::Error) -> RunError {
+    RunError {
+        caused_by_input: e.is_input_error(),
+        message: e.to_string(),
     }
 }
 
 /// Builds an instance's backend; called on the instance's own thread.
-pub type Loader = Arc<dyn Fn() -> Result<Box<dyn Backend>> + Send + Sync>;
+pub type Loader<R = Vec<Vec<f32>>> = Arc<dyn Fn() -> Result<Box<dyn Backend<R>>> + Send + Sync>;
 
-/// One request's samples (model-ready values) and where its answer goes.
-pub struct Job {
+/// One request's input and where its answer goes.
+pub struct Job<R: Request = Vec<Vec<f32>>> {
     /// When it was queued.
     pub queued: Instant,
-    /// Model-ready samples, each the model's input size.
-    pub samples: Vec<Vec<f32>>,
-    /// Receives the logits of each sample, or why the batch failed.
-    pub reply: oneshot::Sender<std::result::Result<Vec<Vec<f32>>, RunError>>,
+    /// What it asks the model: a classifier's model-ready samples, each the model's
+    /// input size.
+    pub samples: R,
+    /// Receives the answer for its rows (a classifier's: the logits of each sample), or
+    /// why the batch failed.
+    pub reply: oneshot::Sender<std::result::Result<R::Output, RunError>>,
 }
 
-/// A classifier version's instances and their shared queue.
-pub struct Worker {
-    pool: Pool<dyn Backend, Job>,
+/// A model version's batching instances and their shared queue: a classifier's
+/// (samples to logits) by default, or a module of named tensors'.
+pub struct Worker<R: Request = Vec<Vec<f32>>> {
+    pool: Pool<dyn Backend<R>, Job<R>>,
     /// What the instances have measured.
     pub metrics: Arc<crate::metrics::InstanceMetrics>,
 }
 
-impl Worker {
+impl<R: Request> Worker<R> {
     /// Starts `instances` instances, each building its model with `loader`, and returns
     /// once all are ready, or the first loading error.
-    pub fn spawn(loader: Loader, instances: usize, config: Arc<ServeConfig>, label: String) -> Result<Worker> {
-        let pool = Pool::spawn(loader, Arc::new(serve_loop), instances, config, label)?;
+    pub fn spawn(loader: Loader<R>, instances: usize, config: Arc<ServeConfig>, label: String) -> Result<Worker<R>> {
+        let pool = Pool::spawn(loader, Arc::new(serve_loop::<R>), instances, config, label)?;
         Ok(Worker {
             metrics: pool.metrics().clone(),
             pool,
@@ -87,12 +154,12 @@ impl Worker {
     }
 
     /// Queues `job`; a full queue is [`Error::Overloaded`] at once, and a job of more
-    /// samples than the server's `max_batch` is [`Error::BatchTooLarge`].
-    pub fn submit(&self, job: Job, model: &str) -> Result<()> {
+    /// rows than the server's `max_batch` is [`Error::BatchTooLarge`].
+    pub fn submit(&self, job: Job<R>, model: &str) -> Result<()> {
         let max = self.pool.config().max_batch;
-        if job.samples.len() > max {
+        if job.samples.rows() > max {
             return Err(Error::BatchTooLarge {
-                samples: job.samples.len(),
+                samples: job.samples.rows(),
                 max,
             });
         }
@@ -105,10 +172,14 @@ impl Worker {
     }
 }
 
-fn serve_loop(backend: &mut (dyn Backend + 'static), ctx: &Ctx<dyn Backend, Job>, stop: &Receiver<()>) {
+fn serve_loop<R: Request>(
+    backend: &mut (dyn Backend<R> + 'static),
+    ctx: &Ctx<dyn Backend<R>, Job<R>>,
+    stop: &Receiver<()>,
+) {
     let (rx, cfg, metrics) = (&ctx.queue, &ctx.config, &ctx.metrics);
     // A job taken from the queue that would have made the batch too big: it starts the next.
-    let mut carried: Option<Job> = None;
+    let mut carried: Option<Job<R>> = None;
     loop {
         let first = match carried.take() {
             Some(j) => j,
@@ -117,7 +188,7 @@ fn serve_loop(backend: &mut (dyn Backend + 'static), ctx: &Ctx<dyn Backend, Job>
                 recv(stop) -> _ => return,
             },
         };
-        let mut n = first.samples.len();
+        let mut n = first.samples.rows();
         let mut jobs = vec![first];
         let deadline = Instant::now() + cfg.max_delay;
         // Take what is queued, then wait up to max_delay for more, never going over
@@ -135,12 +206,12 @@ fn serve_loop(backend: &mut (dyn Backend + 'static), ctx: &Ctx<dyn Backend, Job>
                 Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
             };
             match next {
-                Ok(j) if n + j.samples.len() > cfg.max_batch => {
+                Ok(j) if n + j.samples.rows() > cfg.max_batch || !j.samples.joins(&jobs[0].samples) => {
                     carried = Some(j);
                     break;
                 }
                 Ok(j) => {
-                    n += j.samples.len();
+                    n += j.samples.rows();
                     jobs.push(j);
                 }
                 Err(_) => break,
@@ -149,7 +220,7 @@ fn serve_loop(backend: &mut (dyn Backend + 'static), ctx: &Ctx<dyn Backend, Job>
         // The carried job stays counted in the queue depth until it runs.
         metrics.depth.fetch_sub(jobs.len() as u64, Ordering::Relaxed);
         // A request whose client has gone is dropped without running.
-        let (live, gone): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| !j.reply.is_closed());
+        let (live, gone): (Vec<Job<R>>, Vec<Job<R>>) = jobs.into_iter().partition(|j| !j.reply.is_closed());
         metrics.cancelled.fetch_add(gone.len() as u64, Ordering::Relaxed);
         if live.is_empty() {
             continue;
@@ -158,38 +229,54 @@ fn serve_loop(backend: &mut (dyn Backend + 'static), ctx: &Ctx<dyn Backend, Job>
         for j in &live {
             metrics.queue.observe(start.duration_since(j.queued).as_secs_f64());
         }
-        // The samples move into the batch (no copy); each reply takes back its share.
-        let mut samples: Vec<Vec<f32>> = Vec::with_capacity(n);
+        let mut parts = Vec::with_capacity(live.len());
         let mut replies = Vec::with_capacity(live.len());
         for j in live {
-            replies.push((j.samples.len(), j.reply));
-            samples.extend(j.samples);
+            replies.push(j.reply);
+            parts.push(j.samples);
         }
-        let result = backend.run(&samples).and_then(|rows| {
-            if rows.len() == samples.len() {
-                Ok(rows)
-            } else {
-                Err(RunError::internal(format!(
-                    "the model gave {} answers for {} samples",
-                    rows.len(),
-                    samples.len()
-                )))
-            }
-        });
+        let rows: Vec<usize> = parts.iter().map(Request::rows).collect();
+        let result = R::join(parts).and_then(|batch| run_batch(backend, batch, &rows));
         metrics.compute.observe(start.elapsed().as_secs_f64());
-        metrics.batch.observe(samples.len() as f64);
+        metrics.batch.observe(rows.iter().sum::<usize>() as f64);
         match result {
-            Ok(rows) => {
-                let mut rows = rows.into_iter();
-                for (count, reply) in replies {
-                    let _ = reply.send(Ok(rows.by_ref().take(count).collect()));
+            Ok(answers) => {
+                for (answer, reply) in answers.into_iter().zip(replies) {
+                    let _ = reply.send(answer);
                 }
             }
             Err(e) => {
-                for (_, reply) in replies {
+                for reply in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
             }
         }
+    }
+}
+
+type Answer<R> = std::result::Result<<R as Request>::Output, RunError>;
+
+/// The answer of each request of a batch (`rows[i]` rows each). When the batch fails
+/// because of an input, each request runs again alone, so that one request's bad input
+/// (a token id past a module's vocabulary, say) fails only that request, not the others
+/// it was batched with.
+fn run_batch<R: Request>(
+    backend: &(dyn Backend<R> + 'static),
+    batch: R,
+    rows: &[usize],
+) -> std::result::Result<Vec<Answer<R>>, RunError> {
+    match backend.run(&batch) {
+        Ok(out) => Ok(R::split(out, rows)?.into_iter().map(Ok).collect()),
+        Err(e) if e.caused_by_input && rows.len() > 1 => Ok(R::unjoin(batch, rows)?
+            .into_iter()
+            .zip(rows)
+            .map(|(one, &n)| {
+                let out = backend.run(&one)?;
+                R::split(out, &[n])?
+                    .pop()
+                    .ok_or_else(|| RunError::internal("the model gave no answer"))
+            })
+            .collect()),
+        Err(e) => Err(e),
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 struct Doubler;
 
 impl Backend for Doubler {
-    fn run(&self, samples: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, kiln_serve::worker::RunError> {
+    fn run(&self, samples: &Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>, kiln_serve::worker::RunError> {
         if samples.iter().any(|s| s[0] == -1.0) {
             panic!("injected failure");
         }
@@ -125,7 +125,7 @@ fn a_failed_first_load_is_an_error_with_its_reason() {
 struct Recorder(Arc<Mutex<Vec<usize>>>);
 
 impl Backend for Recorder {
-    fn run(&self, samples: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, kiln_serve::worker::RunError> {
+    fn run(&self, samples: &Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>, kiln_serve::worker::RunError> {
         self.0.lock().unwrap().push(samples.len());
         Ok(samples.to_vec())
     }

@@ -105,9 +105,30 @@ impl DType {
     }
 }
 
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl DType {
+    /// Every dtype kiln handles.
+    pub const ALL: [DType; 10] = [
+        DType::Bool,
+        DType::Uint8,
+        DType::Int8,
+        DType::Int16,
+        DType::Int32,
+        DType::Int64,
+        DType::Fp16,
+        DType::Bf16,
+        DType::Fp32,
+        DType::Fp64,
+    ];
+
+    /// The dtype the KServe v2 protocol names `name` (`FP32`, `INT64`, ...), if kiln has it.
+    pub fn from_name(name: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// The KServe v2 protocol's name: `BOOL`, `UINT8`, `INT8`, `INT16`, `INT32`, `INT64`,
+    /// `FP16`, `BF16`, `FP32` or `FP64`.
+    pub fn name(self) -> &'static str {
+        match self {
             DType::Bool => "BOOL",
             DType::Uint8 => "UINT8",
             DType::Int8 => "INT8",
@@ -118,6 +139,12 @@ impl fmt::Display for DType {
             DType::Bf16 => "BF16",
             DType::Fp32 => "FP32",
             DType::Fp64 => "FP64",
-        })
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }

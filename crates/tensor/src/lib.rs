@@ -18,6 +18,7 @@ pub mod convert;
 mod device;
 mod dtype;
 mod error;
+mod host;
 mod int4;
 pub mod rng;
 mod runtime;
@@ -25,6 +26,7 @@ mod runtime;
 pub use device::DeviceChoice;
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use host::HostTensor;
 pub use int4::Int4Weight;
 pub use runtime::{keep_freed_memory, libtorch_version, Runtime};
 

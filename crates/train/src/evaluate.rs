@@ -109,6 +109,7 @@ pub fn evaluate_package(
     batch_size: usize,
     k: usize,
 ) -> Result<EvalResult> {
+    package.require_classifier()?;
     let want = package.manifest.model.input();
     let got: Vec<i64> = data.sample_shape().iter().map(|&d| d as i64).collect();
     if got != want {

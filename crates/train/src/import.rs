@@ -52,6 +52,12 @@ pub struct TorchScriptFacts {
     /// Per-channel normalisation applied to inputs before the module, if the module was
     /// trained on normalised inputs and does not normalise itself.
     pub normalize: Option<kiln_data::Normalize>,
+    /// For a module of named tensors instead of a classifier: its inputs, in the order
+    /// `forward` takes them (then `input`, `labels`, `image` and `normalize` stay empty).
+    pub inputs: Vec<kiln_model::TensorSpec>,
+    /// For a module of named tensors: its outputs, in the order `forward` returns them
+    /// (or the keys of the dict it returns).
+    pub outputs: Vec<kiln_model::TensorSpec>,
 }
 
 /// Writes a package at `out` holding the TorchScript module in the file `module` (from
@@ -61,6 +67,9 @@ pub struct TorchScriptFacts {
 /// `state_dict`) is refused, saying how to save the model instead.
 pub fn import_torchscript(module: &Path, facts: &TorchScriptFacts, out: &Path) -> Result<Manifest> {
     let bytes = std::fs::read(module).map_err(|e| Error::io(module, e))?;
+    if !facts.inputs.is_empty() || !facts.outputs.is_empty() {
+        return import_tensors_module(module, &bytes, facts, out);
+    }
     let image = if facts.image {
         match *facts.input.as_slice() {
             [c @ (1 | 3), h, w] if h > 0 && w > 0 => Some(kiln_data::ImageLayout {
@@ -81,6 +90,7 @@ pub fn import_torchscript(module: &Path, facts: &TorchScriptFacts, out: &Path) -
     let spec = kiln_model::ModelSpec::Torchscript(kiln_model::TorchScriptSpec {
         input: facts.input.clone(),
         classes: facts.labels.len() as i64,
+        ..Default::default()
     });
     let manifest = Manifest::classifier(
         &facts.name,
@@ -90,8 +100,38 @@ pub fn import_torchscript(module: &Path, facts: &TorchScriptFacts, out: &Path) -
         facts.normalize.clone(),
         image,
     );
-    Package::save_torchscript(out, manifest, &bytes).map_err(|e| match e {
+    save_torchscript(module, &bytes, manifest, out)
+}
+
+fn save_torchscript(module: &Path, bytes: &[u8], manifest: Manifest, out: &Path) -> Result<Manifest> {
+    Package::save_torchscript(out, manifest, bytes).map_err(|e| match e {
         kiln_package::Error::Model(m) => Error::Input(format!("{}: {m}", module.display())),
         other => other.into(),
     })
+}
+
+/// A package of task `tensors`: the module's named inputs and outputs, nothing of a
+/// classifier's.
+fn import_tensors_module(module: &Path, bytes: &[u8], facts: &TorchScriptFacts, out: &Path) -> Result<Manifest> {
+    if facts.inputs.is_empty() || facts.outputs.is_empty() {
+        return Err(Error::Config(
+            "a module of named tensors needs its inputs and its outputs (--input-tensor and --output-tensor, \
+             each at least once)"
+                .into(),
+        ));
+    }
+    if !facts.input.is_empty() || !facts.labels.is_empty() || facts.image || facts.normalize.is_some() {
+        return Err(Error::Config(
+            "--input-tensor/--output-tensor describe a module of named tensors; --input, --labels, --classes, \
+             --image, --mean and --std describe a classifier: give one or the other"
+                .into(),
+        ));
+    }
+    let spec = kiln_model::TorchScriptSpec {
+        inputs: facts.inputs.clone(),
+        outputs: facts.outputs.clone(),
+        ..Default::default()
+    };
+    let manifest = Manifest::tensors(&facts.name, facts.version, spec);
+    save_torchscript(module, bytes, manifest, out)
 }

@@ -63,6 +63,7 @@ fn flatten(v: &serde_json::Value, out: &mut Vec<f32>, depth: usize) -> std::resu
 
 /// Predicts each file's class with `package`, in one batch; `k` classes per file.
 pub fn predict_files(package: &Package, files: &[PathBuf], k: usize) -> Result<Vec<Prediction>> {
+    package.require_classifier()?;
     let samples = files
         .iter()
         .map(|f| read_input(package, f))

@@ -107,9 +107,9 @@ fn version(v: &str) -> Option<&str> {
     (!v.is_empty()).then_some(v)
 }
 
-fn meta(t: (&str, &str, Vec<i64>)) -> TensorMetadata {
+fn meta(t: v2::TensorMeta) -> TensorMetadata {
     TensorMetadata {
-        name: t.0.to_string(),
+        name: t.0,
         datatype: t.1.to_string(),
         shape: t.2,
     }
@@ -175,12 +175,11 @@ impl GrpcInferenceService for InferenceService {
         self.counted("grpc_model_metadata", &r.name, async {
             self.caller(&req)?;
             let m = self.state.get(&r.name, version(&r.version))?;
-            let input = &m.manifest.input;
             Ok(ModelMetadataResponse {
                 name: m.name.clone(),
                 versions: self.state.versions(&m.name).iter().map(u64::to_string).collect(),
                 platform: v2::platform(&m).into(),
-                inputs: vec![meta((&input.name, &input.dtype.to_string(), input.shape.clone()))],
+                inputs: v2::inputs(&m).into_iter().map(meta).collect(),
                 outputs: v2::outputs(&m).into_iter().map(meta).collect(),
             })
         })
@@ -192,7 +191,7 @@ impl GrpcInferenceService for InferenceService {
         req: Request<ModelInferRequest>,
     ) -> std::result::Result<Response<ModelInferResponse>, Status> {
         self.caller(&req).map_err(status)?;
-        let r = req.into_inner();
+        let mut r = req.into_inner();
         let name = r.model_name.clone();
         self.counted("grpc_infer", &name, async move {
             if let Some(k) = r.parameters.keys().find(|k| k.starts_with("shared_memory_")) {
@@ -200,27 +199,30 @@ impl GrpcInferenceService for InferenceService {
                     "parameter {k:?} asks for the shared-memory extension, which kiln does not support"
                 )));
             }
-            let inputs = convert::inputs(&r.inputs, &r.raw_input_contents)?;
+            let inputs = convert::inputs(&r.inputs, std::mem::take(&mut r.raw_input_contents))?;
             let m = self.state.get(&r.model_name, version(&r.model_version))?;
             let wanted: Vec<String> = r.outputs.iter().map(|o| o.name.clone()).collect();
             let outputs = v2::run(&self.state, &m, inputs, &wanted).await?;
             // Outputs go as raw little-endian bytes, as Triton sends them.
-            let raw_output_contents = outputs.iter().map(|o| o.data.le_bytes()).collect();
+            let (outputs, raw_output_contents) = outputs
+                .into_iter()
+                .map(|o| {
+                    let tensor = InferOutputTensor {
+                        name: o.name,
+                        datatype: o.datatype.into(),
+                        shape: o.shape,
+                        parameters: Default::default(),
+                        contents: None,
+                    };
+                    (tensor, o.data.into_le_bytes())
+                })
+                .unzip();
             Ok(ModelInferResponse {
                 model_name: m.name.clone(),
                 model_version: m.version.to_string(),
                 id: r.id,
                 parameters: Default::default(),
-                outputs: outputs
-                    .into_iter()
-                    .map(|o| InferOutputTensor {
-                        name: o.name.into(),
-                        datatype: o.datatype.into(),
-                        shape: o.shape,
-                        parameters: Default::default(),
-                        contents: None,
-                    })
-                    .collect(),
+                outputs,
                 raw_output_contents,
             })
         })

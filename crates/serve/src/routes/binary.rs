@@ -9,24 +9,25 @@ use crate::{Error, Result};
 /// The header naming the JSON part's length in a body with binary tensors.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
-/// Bytes per element of a v2 datatype kiln reads (BYTES and FP16/BF16 are not read).
+/// Bytes per element of a v2 datatype kiln reads as raw bytes (BYTES is not read).
 pub fn element_size(datatype: &str) -> Result<usize> {
     Ok(match datatype {
         "BOOL" | "UINT8" | "INT8" => 1,
-        "INT16" | "UINT16" => 2,
+        "INT16" | "UINT16" | "FP16" | "BF16" => 2,
         "INT32" | "UINT32" | "FP32" => 4,
         "INT64" | "UINT64" | "FP64" => 8,
         other => {
             return Err(Error::BadRequest(format!(
-                "datatype {other:?} is not supported as raw bytes; expected BOOL, UINT8, INT8, INT16, UINT16, INT32, UINT32, INT64, UINT64, FP32 or FP64"
+                "datatype {other:?} is not supported as raw bytes; expected BOOL, UINT8, INT8, INT16, UINT16, INT32, \
+                 UINT32, INT64, UINT64, FP16, BF16, FP32 or FP64"
             )))
         }
     })
 }
 
-/// The `count` elements of `datatype` in `bytes` (raw little-endian) as f32, the model's
-/// element type. `what` names the tensor in errors.
-pub fn decode_raw(bytes: &[u8], datatype: &str, count: usize, what: &str) -> Result<Vec<f32>> {
+/// Checks that `bytes` are `count` raw little-endian elements of `datatype` (BOOL
+/// elements 0 or 1). `what` names the tensor in errors.
+pub fn check_raw(bytes: &[u8], datatype: &str, count: usize, what: &str) -> Result<()> {
     let size = element_size(datatype)?;
     if bytes.len() != count * size {
         return Err(Error::BadRequest(format!(
@@ -35,22 +36,29 @@ pub fn decode_raw(bytes: &[u8], datatype: &str, count: usize, what: &str) -> Res
             count * size
         )));
     }
+    if datatype == "BOOL" {
+        if let Some(i) = bytes.iter().position(|&b| b > 1) {
+            return Err(Error::BadRequest(format!(
+                "{what}: element {i} is byte {}; BOOL elements are 0 or 1",
+                bytes[i]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The `count` elements of `datatype` in `bytes` (raw little-endian) as f32, the
+/// classifier's element type. `what` names the tensor in errors.
+pub fn decode_raw(bytes: &[u8], datatype: &str, count: usize, what: &str) -> Result<Vec<f32>> {
+    check_raw(bytes, datatype, count, what)?;
+    let size = element_size(datatype)?;
     let chunks = bytes.chunks_exact(size);
     let values: Vec<f32> = match datatype {
         "FP32" => chunks.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         "FP64" => chunks
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
-        "BOOL" => {
-            if let Some(i) = bytes.iter().position(|&b| b > 1) {
-                return Err(Error::BadRequest(format!(
-                    "{what}: element {i} is byte {}; BOOL elements are 0 or 1",
-                    bytes[i]
-                )));
-            }
-            bytes.iter().map(|&b| b as f32).collect()
-        }
-        "UINT8" => bytes.iter().map(|&b| b as f32).collect(),
+        "BOOL" | "UINT8" => bytes.iter().map(|&b| b as f32).collect(),
         "INT8" => bytes.iter().map(|&b| b as i8 as f32).collect(),
         "INT16" => chunks.map(|c| i16::from_le_bytes([c[0], c[1]]) as f32).collect(),
         "UINT16" => chunks.map(|c| u16::from_le_bytes([c[0], c[1]]) as f32).collect(),
@@ -63,9 +71,12 @@ pub fn decode_raw(bytes: &[u8], datatype: &str, count: usize, what: &str) -> Res
         "INT64" => chunks
             .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
-        _ => chunks
+        "UINT64" => chunks
             .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
+        other => return Err(Error::BadRequest(format!(
+            "{what}: datatype {other:?} is not read by a classifier, whose input is FP32; send FP32, FP64 or integers"
+        ))),
     };
     Ok(values)
 }

@@ -1,5 +1,5 @@
-//! Turning the JSON tensors of a request into `f32` values, checked against their
-//! declared datatype and shape.
+//! Turning the JSON tensors of a request into the elements of their declared datatype
+//! (raw little-endian bytes, or `f32` for a classifier), checked against it.
 
 use crate::{Error, Result};
 use serde_json::Value;
@@ -117,24 +117,55 @@ impl Data {
     }
 }
 
-/// The elements of `data` as `f32`s, each checked against `datatype` (BOOL, UINT8,
-/// INT8-INT64, FP32, FP64).
+/// The elements of `data` as `f32`s, the classifier's element type, each checked
+/// against `datatype` (BOOL, UINT8-64, INT8-INT64, FP32, FP64).
 pub fn flatten(data: &Data, datatype: &str) -> Result<Vec<f32>> {
+    let bytes = encode(data, datatype)?;
+    let values = super::binary::decode_raw(&bytes, datatype, data.0.len(), "data")?;
+    match values.iter().position(|v| !v.is_finite()) {
+        // An FP64 value past f32's range: finite as sent, not as the model reads it.
+        Some(i) => Err(Error::BadRequest(format!(
+            "{} is not a finite {datatype} value for a model whose input is FP32",
+            number(&data.0[i])
+        ))),
+        None => Ok(values),
+    }
+}
+
+/// The elements of `data` as raw little-endian bytes of `datatype` (the layout of the
+/// binary extension and of gRPC's raw contents), each checked against it: integers
+/// exactly in range, floats finite, booleans as `true` or `false`.
+pub fn encode(data: &Data, datatype: &str) -> Result<Vec<u8>> {
     let kind = match datatype {
         "BOOL" => Kind::Bool,
-        "UINT8" => Kind::Int(0.0, 255.0),
-        "INT8" => Kind::Int(-128.0, 127.0),
-        "INT16" => Kind::Int(-32768.0, 32767.0),
-        "INT32" => Kind::Int(-2147483648.0, 2147483647.0),
-        "INT64" => Kind::Int(-9.3e18, 9.3e18),
-        "FP32" | "FP64" => Kind::Float,
+        "UINT8" => Kind::Int(0, u8::MAX as i128, 1),
+        "UINT16" => Kind::Int(0, u16::MAX as i128, 2),
+        "UINT32" => Kind::Int(0, u32::MAX as i128, 4),
+        "UINT64" => Kind::Int(0, u64::MAX as i128, 8),
+        "INT8" => Kind::Int(i8::MIN as i128, i8::MAX as i128, 1),
+        "INT16" => Kind::Int(i16::MIN as i128, i16::MAX as i128, 2),
+        "INT32" => Kind::Int(i32::MIN as i128, i32::MAX as i128, 4),
+        "INT64" => Kind::Int(i64::MIN as i128, i64::MAX as i128, 8),
+        "FP32" => Kind::F32,
+        "FP64" => Kind::F64,
+        half @ ("FP16" | "BF16") => {
+            return Err(Error::BadRequest(format!(
+                "datatype {half:?} is not supported in JSON data; send {half} tensors as binary data \
+                 (binary_data_size) or gRPC raw_input_contents"
+            )))
+        }
         other => {
             return Err(Error::BadRequest(format!(
-                "datatype {other:?} is not supported; expected BOOL, UINT8, INT8, INT16, INT32, INT64, FP32 or FP64"
+                "datatype {other:?} is not supported; expected BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, \
+                 INT32, INT64, FP32 or FP64"
             )))
         }
     };
-    data.0.iter().map(|v| element(v, kind, datatype)).collect()
+    let mut out = Vec::with_capacity(data.0.len() * kind.size());
+    for v in &data.0 {
+        element(v, kind, datatype, &mut out)?;
+    }
+    Ok(out)
 }
 
 fn number(v: &Scalar) -> String {
@@ -150,40 +181,115 @@ fn number(v: &Scalar) -> String {
 #[derive(Clone, Copy)]
 enum Kind {
     Bool,
-    Int(f64, f64),
-    Float,
+    /// Lowest, highest, bytes.
+    Int(i128, i128, usize),
+    F32,
+    F64,
 }
 
-fn element(v: &Scalar, kind: Kind, dt: &str) -> Result<f32> {
-    match (v, kind) {
-        (Scalar::Bool(b), Kind::Bool) => Ok(if *b { 1.0 } else { 0.0 }),
-        (Scalar::Int(_) | Scalar::UInt(_), Kind::Int(lo, hi)) => {
-            let i = match v {
-                Scalar::Int(i) => *i as f64,
-                Scalar::UInt(u) => *u as f64,
-                _ => f64::NAN,
-            };
-            if (lo..=hi).contains(&i) {
-                Ok(i as f32)
-            } else {
-                Err(Error::BadRequest(format!(
-                    "{i} is not a {dt} value (an integer in [{lo}, {hi}])"
-                )))
-            }
+impl Kind {
+    fn size(self) -> usize {
+        match self {
+            Kind::Bool => 1,
+            Kind::Int(_, _, n) => n,
+            Kind::F32 => 4,
+            Kind::F64 => 8,
         }
-        (Scalar::Int(i), Kind::Float) => Ok(*i as f32),
-        (Scalar::UInt(u), Kind::Float) => Ok(*u as f32),
-        (Scalar::Float(f), Kind::Float) if (*f as f32).is_finite() => Ok(*f as f32),
-        (Scalar::Float(f), Kind::Float) => Err(Error::BadRequest(format!("{f} is not a finite {dt} value"))),
-        (Scalar::Float(f), Kind::Int(lo, hi)) => Err(Error::BadRequest(format!(
-            "{f} is not a {dt} value (an integer in [{lo}, {hi}])"
-        ))),
-        (Scalar::Bool(b), _) => Err(Error::BadRequest(format!("{b} is not a {dt} value"))),
-        (Scalar::Int(_) | Scalar::UInt(_) | Scalar::Float(_), Kind::Bool) => Err(Error::BadRequest(format!(
-            "{} is not a BOOL value (true or false)",
-            number(v)
-        ))),
-        (Scalar::Other(o), _) => Err(Error::BadRequest(format!("{o} is not a {dt} value"))),
+    }
+}
+
+fn element(v: &Scalar, kind: Kind, dt: &str, out: &mut Vec<u8>) -> Result<()> {
+    let float = |f: f64| -> Result<f64> {
+        match kind {
+            Kind::F32 if (f as f32).is_finite() => Ok(f),
+            Kind::F64 if f.is_finite() => Ok(f),
+            _ => Err(Error::BadRequest(format!("{f} is not a finite {dt} value"))),
+        }
+    };
+    let value = match (v, kind) {
+        (Scalar::Bool(b), Kind::Bool) => {
+            out.push(u8::from(*b));
+            return Ok(());
+        }
+        (Scalar::Int(_) | Scalar::UInt(_), Kind::Int(lo, hi, size)) => {
+            let i = match v {
+                Scalar::Int(i) => *i as i128,
+                Scalar::UInt(u) => *u as i128,
+                _ => 0,
+            };
+            if !(lo..=hi).contains(&i) {
+                return Err(Error::BadRequest(format!(
+                    "{i} is not a {dt} value (an integer in [{lo}, {hi}])"
+                )));
+            }
+            out.extend_from_slice(&i.to_le_bytes()[..size]);
+            return Ok(());
+        }
+        (Scalar::Int(i), Kind::F32 | Kind::F64) => *i as f64,
+        (Scalar::UInt(u), Kind::F32 | Kind::F64) => *u as f64,
+        (Scalar::Float(f), Kind::F32 | Kind::F64) => float(*f)?,
+        (Scalar::Float(f), Kind::Int(lo, hi, _)) => {
+            return Err(Error::BadRequest(format!(
+                "{f} is not a {dt} value (an integer in [{lo}, {hi}])"
+            )))
+        }
+        (Scalar::Bool(b), _) => return Err(Error::BadRequest(format!("{b} is not a {dt} value"))),
+        (Scalar::Int(_) | Scalar::UInt(_) | Scalar::Float(_), Kind::Bool) => {
+            return Err(Error::BadRequest(format!(
+                "{} is not a BOOL value (true or false)",
+                number(v)
+            )))
+        }
+        (Scalar::Other(o), _) => return Err(Error::BadRequest(format!("{o} is not a {dt} value"))),
+    };
+    match kind {
+        Kind::F32 => out.extend_from_slice(&(value as f32).to_le_bytes()),
+        _ => out.extend_from_slice(&value.to_le_bytes()),
+    }
+    Ok(())
+}
+
+/// A host tensor's elements as a flat JSON array (row-major, as the v2 protocol's `data`
+/// carries them); FP16 and BF16 as the numbers they hold.
+pub fn json_elements(t: &kiln_tensor::HostTensor) -> Value {
+    use kiln_tensor::DType;
+    fn each<const N: usize, T: Into<Value>>(bytes: &[u8], f: impl Fn([u8; N]) -> T) -> Value {
+        Value::Array(
+            bytes
+                .chunks_exact(N)
+                .map(|c| {
+                    let mut b = [0u8; N];
+                    b.copy_from_slice(c);
+                    f(b).into()
+                })
+                .collect(),
+        )
+    }
+    let d = &t.data;
+    match t.dtype {
+        DType::Bool => each(d, |[b]| b != 0),
+        DType::Uint8 => each(d, |[b]| b),
+        DType::Int8 => each(d, |[b]| b as i8),
+        DType::Int16 => each(d, i16::from_le_bytes),
+        DType::Int32 => each(d, i32::from_le_bytes),
+        DType::Int64 => each(d, i64::from_le_bytes),
+        DType::Fp16 => each(d, |b| f16_to_f32(u16::from_le_bytes(b))),
+        DType::Bf16 => each(d, |b| f32::from_bits((u16::from_le_bytes(b) as u32) << 16)),
+        DType::Fp32 => each(d, f32::from_le_bytes),
+        DType::Fp64 => each(d, f64::from_le_bytes),
+    }
+}
+
+/// An IEEE half-precision number's value.
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let frac = (h & 0x3ff) as f32;
+    sign * match exp {
+        0 => frac * 2f32.powi(-24),
+        0x1f if frac == 0.0 => f32::INFINITY,
+        0x1f => f32::NAN,
+        e => (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
     }
 }
 
@@ -198,6 +304,20 @@ mod tests {
 
     fn parse(json: &str) -> std::result::Result<Data, String> {
         serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn integers_encode_exactly_and_outputs_read_back_as_json() {
+        let d = parse("[-9223372036854775808, 9223372036854775807, 0]").unwrap();
+        let bytes = encode(&d, "INT64").unwrap();
+        let t = kiln_tensor::HostTensor::new(kiln_tensor::DType::Int64, vec![3], bytes).unwrap();
+        assert_eq!(json_elements(&t), serde_json::json!([i64::MIN, i64::MAX, 0]));
+        assert!(encode(&parse("[9223372036854775808]").unwrap(), "INT64").is_err());
+        assert_eq!(encode(&parse("[-2]").unwrap(), "INT16").unwrap(), [0xfe, 0xff]);
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        let half = kiln_tensor::HostTensor::new(kiln_tensor::DType::Bf16, vec![1], vec![0x80, 0x3f]).unwrap();
+        assert_eq!(json_elements(&half), serde_json::json!([1.0]));
     }
 
     #[test]

@@ -4,9 +4,11 @@ use super::auth::Caller;
 use super::binary;
 use super::parameters::Parameters;
 pub(crate) use super::tensor::numel;
-use super::tensor::{flatten, Data};
+use super::tensor::{encode, Data};
 use crate::{AppState, Error, Model, Result};
 use actix_web::{web, HttpRequest, HttpResponse};
+use kiln_model::{ModelSpec, TensorSpec};
+use kiln_tensor::{DType, HostTensor};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -50,18 +52,47 @@ fn tensor_meta(name: &str, datatype: impl std::fmt::Display, shape: &[i64]) -> V
     json!({"name": name, "datatype": datatype.to_string(), "shape": shape})
 }
 
-/// The outputs a classifier gives by default: name, datatype and shape (`logits` is
-/// given too when asked for by name).
-pub(crate) fn outputs(m: &Model) -> Vec<(&'static str, &'static str, Vec<i64>)> {
+/// A tensor's name, datatype and shape, as metadata states them.
+pub(crate) type TensorMeta = (String, &'static str, Vec<i64>);
+
+fn tensor_specs(m: &Model) -> Option<(&[TensorSpec], &[TensorSpec])> {
+    match &m.manifest.model {
+        ModelSpec::Torchscript(s) if s.is_tensors() => Some((&s.inputs, &s.outputs)),
+        _ => None,
+    }
+}
+
+fn specs_meta(specs: &[TensorSpec]) -> Vec<TensorMeta> {
+    specs
+        .iter()
+        .map(|t| (t.name.clone(), t.dtype.name(), t.batched_shape()))
+        .collect()
+}
+
+/// The model's inputs: a module's named tensors, or a classifier's one input.
+pub(crate) fn inputs(m: &Model) -> Vec<TensorMeta> {
+    if let Some((inputs, _)) = tensor_specs(m) {
+        return specs_meta(inputs);
+    }
+    let input = &m.manifest.input;
+    vec![(input.name.clone(), input.dtype.name(), input.shape.clone())]
+}
+
+/// The outputs a model gives by default: a module's named tensors, or a classifier's
+/// probabilities and class (`logits` is given too when asked for by name).
+pub(crate) fn outputs(m: &Model) -> Vec<TensorMeta> {
+    if let Some((_, outputs)) = tensor_specs(m) {
+        return specs_meta(outputs);
+    }
     let classes = m.manifest.model.classes();
     vec![
-        ("probabilities", "FP32", vec![-1, classes]),
-        ("class", "INT64", vec![-1]),
+        ("probabilities".into(), "FP32", vec![-1, classes]),
+        ("class".into(), "INT64", vec![-1]),
     ]
 }
 
-fn outputs_meta(m: &Model) -> Vec<Value> {
-    outputs(m).into_iter().map(|(n, d, s)| tensor_meta(n, d, &s)).collect()
+fn meta_json(tensors: Vec<TensorMeta>) -> Vec<Value> {
+    tensors.into_iter().map(|(n, d, s)| tensor_meta(&n, d, &s)).collect()
 }
 
 /// The model's platform in metadata: Triton's name for a TorchScript model's backend,
@@ -77,7 +108,6 @@ pub(crate) fn platform(m: &Model) -> &'static str {
 async fn model_metadata(_: Caller, state: web::Data<AppState>, path: web::Path<ModelPath>) -> Result<HttpResponse> {
     let m = state.get(&path.name, path.version.as_deref())?;
     let versions: Vec<String> = state.versions(&m.name).iter().map(u64::to_string).collect();
-    let input = &m.manifest.input;
     let failed: Vec<Value> = state
         .failures(&m.name)
         .into_iter()
@@ -88,8 +118,8 @@ async fn model_metadata(_: Caller, state: web::Data<AppState>, path: web::Path<M
         "versions": versions,
         "failed_versions": failed,
         "platform": platform(&m),
-        "inputs": [tensor_meta(&input.name, input.dtype, &input.shape)],
-        "outputs": outputs_meta(&m),
+        "inputs": meta_json(inputs(&m)),
+        "outputs": meta_json(outputs(&m)),
         "parameters": {"labels": m.manifest.output.labels},
     })))
 }
@@ -139,27 +169,38 @@ pub(crate) struct InferRequest {
     parameters: Option<Parameters>,
 }
 
-/// One input tensor as any transport carries it (JSON, binary, gRPC), its elements read
-/// as f32, the model's element type.
+/// One input tensor as any transport carries it (JSON, binary, gRPC): its elements as
+/// raw little-endian bytes of its datatype, checked against its shape.
 pub(crate) struct InputTensor {
     pub name: String,
     pub shape: Vec<i64>,
     pub datatype: String,
-    pub values: Vec<f32>,
+    pub bytes: Vec<u8>,
+}
+
+impl InputTensor {
+    /// The elements as f32, a classifier's element type.
+    fn values(&self) -> Result<Vec<f32>> {
+        let what = format!("input {:?}", self.name);
+        binary::decode_raw(&self.bytes, &self.datatype, numel(&self.shape)?, &what)
+    }
 }
 
 /// An output tensor's elements.
 pub(crate) enum OutputData {
     F32(Vec<f32>),
     I64(Vec<i64>),
+    /// A module's output, as the module gave it.
+    Raw(HostTensor),
 }
 
 impl OutputData {
     /// Raw little-endian bytes, as the binary extension and gRPC's raw outputs carry them.
-    pub fn le_bytes(&self) -> Vec<u8> {
+    pub fn into_le_bytes(self) -> Vec<u8> {
         match self {
             OutputData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             OutputData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            OutputData::Raw(t) => t.data,
         }
     }
 
@@ -167,13 +208,14 @@ impl OutputData {
         match self {
             OutputData::F32(v) => json!(v),
             OutputData::I64(v) => json!(v),
+            OutputData::Raw(t) => super::tensor::json_elements(t),
         }
     }
 }
 
 /// One output tensor of an answer.
 pub(crate) struct OutputTensor {
-    pub name: &'static str,
+    pub name: String,
     pub datatype: &'static str,
     pub shape: Vec<i64>,
     pub data: OutputData,
@@ -227,22 +269,22 @@ impl InferRequest {
             let what = format!("input {:?}", input.name);
             let count = numel(&input.shape)?;
             let size = input.parameters.as_ref().and_then(|p| p.number("binary_data_size"));
-            let values = match (&input.data, size, cursor.as_mut()) {
+            let bytes = match (&input.data, size, cursor.as_mut()) {
                 (Some(_), Some(_), _) => {
                     return Err(Error::BadRequest(format!(
                         "{what} has both data and binary_data_size; send its elements one way"
                     )))
                 }
                 (Some(data), None, _) => {
-                    let values = flatten(data, &input.datatype)?;
-                    if values.len() != count {
+                    let bytes = encode(data, &input.datatype)?;
+                    if data.0.len() != count {
                         return Err(Error::BadRequest(format!(
                             "input data has {} elements, its shape {:?} needs {count}",
-                            values.len(),
+                            data.0.len(),
                             input.shape
                         )));
                     }
-                    values
+                    bytes
                 }
                 (None, Some(size), Some(c)) => {
                     let size = usize::try_from(size as i64)
@@ -251,7 +293,9 @@ impl InferRequest {
                         .ok_or_else(|| {
                             Error::BadRequest(format!("{what}: binary_data_size {size} is not a byte count"))
                         })?;
-                    binary::decode_raw(c.take(size, &what)?, &input.datatype, count, &what)?
+                    let bytes = c.take(size, &what)?;
+                    binary::check_raw(bytes, &input.datatype, count, &what)?;
+                    bytes.to_vec()
                 }
                 (None, Some(_), None) => {
                     return Err(Error::BadRequest(format!(
@@ -265,7 +309,7 @@ impl InferRequest {
                 name: input.name.clone(),
                 shape: input.shape.clone(),
                 datatype: input.datatype.clone(),
-                values,
+                bytes,
             });
         }
         if let Some(c) = cursor {
@@ -289,13 +333,17 @@ impl InferRequest {
     }
 }
 
-/// The outputs kiln gives: those `wanted` (all but logits when none are named).
+/// The outputs kiln gives: those `wanted` (a classifier's: all but logits when none are
+/// named; a module's: all of them when none are named).
 pub(crate) async fn run(
     state: &AppState,
     m: &Model,
     inputs: Vec<InputTensor>,
     wanted: &[String],
 ) -> Result<Vec<OutputTensor>> {
+    if let Some((specs_in, specs_out)) = tensor_specs(m) {
+        return run_tensors(state, m, (specs_in, specs_out), inputs, wanted).await;
+    }
     m.engine.classifier(&m.name)?;
     let Ok([input]) = <[InputTensor; 1]>::try_from(inputs) else {
         return Err(Error::BadRequest(format!("model {} takes exactly one input", m.name)));
@@ -313,7 +361,7 @@ pub(crate) async fn run(
             input.shape, m.manifest.input.shape
         )));
     }
-    let mut values = input.values;
+    let mut values = input.values()?;
     if input.datatype == "UINT8" {
         // UINT8 inputs are pixel bytes; the model takes pixels in 0..1, as decoded images give.
         values.iter_mut().for_each(|v| *v /= 255.0);
@@ -339,19 +387,19 @@ pub(crate) async fn run(
         .map(|name| {
             Ok(match name.as_str() {
                 "probabilities" => OutputTensor {
-                    name: "probabilities",
+                    name: "probabilities".into(),
                     datatype: "FP32",
                     shape: vec![batch, classes],
                     data: OutputData::F32(probs.concat()),
                 },
                 "logits" => OutputTensor {
-                    name: "logits",
+                    name: "logits".into(),
                     datatype: "FP32",
                     shape: vec![batch, classes],
                     data: OutputData::F32(logits.concat()),
                 },
                 "class" => OutputTensor {
-                    name: "class",
+                    name: "class".into(),
                     datatype: "INT64",
                     shape: vec![batch],
                     data: OutputData::I64(probs.iter().map(|p| argmax(p) as i64).collect()),
@@ -364,6 +412,114 @@ pub(crate) async fn run(
             })
         })
         .collect()
+}
+
+/// A module of named tensors run on `inputs`: each must be one of its inputs (all of them
+/// given, in any order), of its datatype and shape, all with the same batch size.
+async fn run_tensors(
+    state: &AppState,
+    m: &Model,
+    (specs_in, specs_out): (&[TensorSpec], &[TensorSpec]),
+    inputs: Vec<InputTensor>,
+    wanted: &[String],
+) -> Result<Vec<OutputTensor>> {
+    let names = |specs: &[TensorSpec]| {
+        specs
+            .iter()
+            .map(|t| format!("{:?}", t.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut given: Vec<Option<InputTensor>> = inputs.into_iter().map(Some).collect();
+    let mut ordered = Vec::with_capacity(specs_in.len());
+    for spec in specs_in {
+        let Some(t) = given
+            .iter_mut()
+            .find(|t| t.as_ref().is_some_and(|t| t.name == spec.name))
+            .and_then(Option::take)
+        else {
+            return Err(Error::BadRequest(format!(
+                "input {:?} is missing; model {} takes {}",
+                spec.name,
+                m.name,
+                names(specs_in)
+            )));
+        };
+        if DType::from_name(&t.datatype) != Some(spec.dtype) || !spec.fits(spec.dtype, &t.shape) {
+            return Err(Error::BadRequest(format!(
+                "input {:?} is {} {:?}; model {} takes {} {:?} (-1: any size)",
+                t.name,
+                t.datatype,
+                t.shape,
+                m.name,
+                spec.dtype,
+                spec.batched_shape()
+            )));
+        }
+        ordered.push(t);
+    }
+    if let Some(extra) = given.into_iter().flatten().next() {
+        let twice = ordered.iter().any(|t| t.name == extra.name);
+        return Err(Error::BadRequest(if twice {
+            format!("input {:?} is given twice", extra.name)
+        } else {
+            format!(
+                "unknown input {:?}; model {} takes {}",
+                extra.name,
+                m.name,
+                names(specs_in)
+            )
+        }));
+    }
+    let rows = ordered[0].shape[0];
+    if let Some(t) = ordered.iter().find(|t| t.shape[0] != rows) {
+        return Err(Error::BadRequest(format!(
+            "input {:?} has {} rows and {:?} {rows}: every input holds the same batch",
+            t.name, t.shape[0], ordered[0].name
+        )));
+    }
+    state.check_batch(usize::try_from(rows).unwrap_or(0))?;
+    for w in wanted {
+        if !specs_out.iter().any(|o| &o.name == w) {
+            return Err(Error::BadRequest(format!(
+                "unknown output {w:?}; model {} gives {}",
+                m.name,
+                names(specs_out)
+            )));
+        }
+    }
+    let host = ordered
+        .into_iter()
+        .zip(specs_in)
+        .map(|(t, spec)| HostTensor::new(spec.dtype, t.shape, t.bytes).map_err(|e| Error::BadRequest(e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    let mut outputs: Vec<Option<OutputTensor>> = state
+        .infer_tensors(m, host)
+        .await?
+        .into_iter()
+        .zip(specs_out)
+        .map(|(t, spec)| {
+            Some(OutputTensor {
+                name: spec.name.clone(),
+                datatype: t.dtype.name(),
+                shape: t.shape.clone(),
+                data: OutputData::Raw(t),
+            })
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(outputs.into_iter().flatten().collect());
+    }
+    // In the order asked for (each at most once: the request's check refuses repeats).
+    Ok(wanted
+        .iter()
+        .filter_map(|w| {
+            specs_out
+                .iter()
+                .position(|o| &o.name == w)
+                .and_then(|i| outputs[i].take())
+        })
+        .collect())
 }
 
 async fn infer(
@@ -387,11 +543,11 @@ async fn infer(
     let outputs = run(&state, &m, inputs, &wanted).await?;
     let mut tail = Vec::new();
     let outputs: Vec<Value> = outputs
-        .iter()
+        .into_iter()
         .map(|o| {
             let mut v = json!({"name": o.name, "datatype": o.datatype, "shape": o.shape});
-            if req.binary_output(o.name) {
-                let bytes = o.data.le_bytes();
+            if req.binary_output(&o.name) {
+                let bytes = o.data.into_le_bytes();
                 v["parameters"] = json!({"binary_data_size": bytes.len()});
                 tail.extend_from_slice(&bytes);
             } else {
