@@ -56,6 +56,55 @@ fn metric_labels_come_only_from_models_and_versions_the_server_knows() {
 }
 
 #[test]
+fn requests_that_name_their_model_outside_the_v2_path_are_labelled_with_it() {
+    let s = Server::start(&[]);
+    let img = test_images(1).remove(0).0;
+    // /predict: the model in the query, in the body, or the only one served.
+    assert_eq!(s.post("/predict?model=fashion", &json!({ "image": img })).0, 200);
+    assert_eq!(s.post("/predict", &json!({ "image": img, "model": "fashion" })).0, 200);
+    assert_eq!(s.post("/predict", &json!({ "image": img })).0, 200);
+    assert_eq!(s.post("/predict?model=nope", &json!({ "image": img })).0, 404);
+    // TF Serving's REST paths name the model and version before the verb.
+    assert_eq!(
+        s.post("/v1/models/fashion:predict", &json!({ "instances": [img] })).0,
+        200
+    );
+    assert_eq!(
+        s.post("/v1/models/fashion/versions/2:predict", &json!({ "instances": [img] }))
+            .0,
+        200
+    );
+    assert_eq!(s.get("/v1/models/fashion").0, 200);
+    let text = s.get_text("/metrics");
+    let count = |filter: &str| crate::util::metric(&text, "kiln_requests_total", filter);
+    assert_eq!(
+        count("model=\"fashion\",version=\"\",endpoint=\"predict\",status=\"200\""),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("model=\"\",version=\"\",endpoint=\"predict\",status=\"404\""),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("model=\"fashion\",version=\"\",endpoint=\"tfserving_predict\",status=\"200\""),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("model=\"fashion\",version=\"2\",endpoint=\"tfserving_predict\",status=\"200\""),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("model=\"fashion\",version=\"\",endpoint=\"tfserving_status\",status=\"200\""),
+        1.0,
+        "{text}"
+    );
+}
+
+#[test]
 fn requests_over_max_batch_are_refused_naming_the_limit() {
     let s = Server::start(&["--max-batch", "8"]);
     let imgs: Vec<Vec<f32>> = test_images(9).into_iter().map(|(v, _)| v).collect();

@@ -7,7 +7,7 @@ use super::auth::Caller;
 use super::tensor::Floats;
 use super::v2::argmax;
 use crate::{AppState, Error, Result};
-use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use actix_web::{http::header, web, HttpMessage, HttpRequest, HttpResponse};
 use base64::Engine;
 use kiln_package::top_k;
 use serde::Deserialize;
@@ -99,6 +99,7 @@ async fn predict(
         Some(name) => state.get(&name, None)?,
         None => state.only()?,
     };
+    req.extensions_mut().insert(super::observe::Routed(m.clone()));
     m.engine.classifier(&m.name)?;
     let sample = match input {
         Input::Values(v) => m.manifest.prepare_values(v),

@@ -4,7 +4,7 @@ use crate::AppState;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse};
 use std::time::Instant;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
@@ -50,6 +50,12 @@ fn classify(path: &str) -> (String, String, &'static str) {
             (name.to_string(), version, endpoint)
         }
         ["v2"] => (String::new(), String::new(), "server_metadata"),
+        // TF Serving's REST API: the verb after a colon in the last segment.
+        ["v1", "models", last] if !last.is_empty() => tfserving(last, String::new()),
+        ["v1", "models", name, "versions", last] => {
+            let (version, endpoint) = tfserving_verb(last);
+            (name.to_string(), version.to_string(), endpoint)
+        }
         // The model is named in the body; per-model figures are in the generation metrics.
         ["v1", "completions"] => (String::new(), String::new(), "completions"),
         ["v1", "chat", "completions"] => (String::new(), String::new(), "chat_completions"),
@@ -57,6 +63,26 @@ fn classify(path: &str) -> (String, String, &'static str) {
         _ => (String::new(), String::new(), "other"),
     }
 }
+
+fn tfserving(last: &str, version: String) -> (String, String, &'static str) {
+    let (name, endpoint) = tfserving_verb(last);
+    (name.to_string(), version, endpoint)
+}
+
+/// `name:predict` -> (name, "tfserving_predict"); a segment without a verb is the
+/// model's status.
+fn tfserving_verb(segment: &str) -> (&str, &'static str) {
+    match segment.rsplit_once(':') {
+        Some((name, "predict")) => (name, "tfserving_predict"),
+        Some((name, _)) => (name, "other"),
+        None => (segment, "tfserving_status"),
+    }
+}
+
+/// The model a handler routed a request to when its URL does not name it (`/predict`
+/// names it in the query string or the body, or serves the only model): the request's
+/// metrics are labelled with it.
+pub(super) struct Routed(pub(super) std::sync::Arc<crate::Model>);
 
 /// Records the status and latency of every request in the server's metrics.
 pub async fn record(
@@ -84,8 +110,13 @@ pub async fn record(
         );
     }
     if let Some(state) = state {
+        let routed = res.request().extensions().get::<Routed>().map(|r| r.0.clone());
+        let (model, version) = match &routed {
+            Some(m) => (m.name.as_str(), version.as_str()),
+            None => (model.as_str(), version.as_str()),
+        };
         // Names and versions come from the URL: only those the server knows become labels.
-        let (model, version) = state.metric_labels(&model, &version);
+        let (model, version) = state.metric_labels(model, version);
         state
             .metrics
             .observe(model, version, endpoint, res.status().as_u16(), start.elapsed());
@@ -131,6 +162,25 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn request_paths_name_their_model_version_and_endpoint() {
+        let c = |p: &str| {
+            let (m, v, e) = super::classify(p);
+            (m, v, e.to_string())
+        };
+        let t = |m: &str, v: &str, e: &str| (m.to_string(), v.to_string(), e.to_string());
+        assert_eq!(c("/v1/models/fashion:predict"), t("fashion", "", "tfserving_predict"));
+        assert_eq!(
+            c("/v1/models/fashion/versions/2:predict"),
+            t("fashion", "2", "tfserving_predict")
+        );
+        assert_eq!(c("/v1/models/fashion"), t("fashion", "", "tfserving_status"));
+        assert_eq!(c("/v1/models/fashion:classify"), t("fashion", "", "other"));
+        assert_eq!(c("/v1/models"), t("", "", "models"));
+        assert_eq!(c("/v2/models/m/versions/3/infer"), t("m", "3", "infer"));
+        assert_eq!(c("/predict"), t("", "", "predict"));
     }
 
     #[test]
