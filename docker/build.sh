@@ -83,7 +83,9 @@ fi
 
 # What the build base was made from: Cargo.lock (the crates copied in), the toolchain and
 # the packages it holds (gloo's headers since kiln-dist).
-INPUTS="$( (sha256sum Cargo.lock; rustc --version; echo libgloo-dev) | sha256sum | cut -c1-16)"
+# (The recipe's own version last: 2 leaves out the toolchain's HTML docs and the unpacked
+# crate sources.)
+INPUTS="$( (sha256sum Cargo.lock; rustc --version; echo libgloo-dev; echo recipe-2) | sha256sum | cut -c1-16)"
 made_from="$({ docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' kiln-build-base:bookworm 2>/dev/null \
   || true; } | sed -n 's/^KILN_BASE_INPUTS=//p')"
 if [ "$made_from" != "$INPUTS" ]; then
@@ -95,8 +97,12 @@ if [ "$made_from" != "$INPUTS" ]; then
   log "adding the Rust toolchain, the cargo registry cache and libtorch"
   SYSROOT="$(rustc --print sysroot)"
   mkdir -p "$B/usr/local/rust" "$B/usr/local/cargo" "$B/opt/libtorch/lib"
-  cp -a "$SYSROOT"/. "$B/usr/local/rust/"
-  cp -a "${CARGO_HOME:-$HOME/.cargo}/registry" "$B/usr/local/cargo/"
+  # Without share/doc (the toolchain's HTML docs: 800 MB in some 50,000 files, which every
+  # build step's commit would otherwise walk).
+  tar -C "$SYSROOT" --exclude=./share/doc -c . | tar -C "$B/usr/local/rust" -x
+  # The index and the downloaded .crate files; cargo unpacks the sources it compiles
+  # (leaving out registry/src spares the build steps some 20,000 files to walk).
+  tar -C "${CARGO_HOME:-$HOME/.cargo}" --exclude=./registry/src -c ./registry | tar -C "$B/usr/local/cargo" -x
   cp -a .libtorch/include "$B/opt/libtorch/"
   for lib in libtorch_cpu.so libtorch.so libc10.so libgomp.so.1 libshm.so libtorch_global_deps.so; do
     cp -L ".libtorch/lib/$lib" "$B/opt/libtorch/lib/"

@@ -16,6 +16,10 @@ fn trainer_image_with_data(tag: &str) {
     if *built {
         return;
     }
+    // The kiln-serve image's build compiles kiln-train too (one build stage for both):
+    // built after it, the kiln-train image comes from Docker's cache, where building both
+    // at once would compile everything twice on the same cores.
+    crate::images();
     run(Command::new("bash")
         .arg(root().join("docker/build.sh"))
         .arg("--trainer"));
