@@ -4,7 +4,10 @@
 # (configs/fashion-cnn.toml, one epoch) at batch 1 and 8, 8 requests in flight. HTTP is
 # driven by wrk, gRPC by benches/grpc_load.rs (tonic), on the same 2 cores as the server.
 # Usage: benches/v2_transports.sh   (DURATION=seconds per point, default 8; ROUNDS, default 3;
-#   ARCH=mlp for configs/fashion-mlp.toml, a model cheap enough that the transport shows)
+#   ARCH=mlp for configs/fashion-mlp.toml, a model cheap enough that the transport shows;
+#   PIN=1 puts the server on core 0 and every load generator on core 1 (taskset), so that
+#   a heavier client does not take the server's CPU: the server's own cost then sets the
+#   throughput)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -61,7 +64,9 @@ wrk.body = io.open("$WORK/binary$b.body", "rb"):read("*a")
 LUA
 done
 
-./target/release/kiln-serve --model-repository "$WORK/repo" --bind 127.0.0.1:18700 --grpc-bind 127.0.0.1:18701 \
+SERVER_CPU=(); CLIENT_CPU=()
+if [ -n "${PIN:-}" ]; then SERVER_CPU=(taskset -c 0); CLIENT_CPU=(taskset -c 1); fi
+"${SERVER_CPU[@]}" ./target/release/kiln-serve --model-repository "$WORK/repo" --bind 127.0.0.1:18700 --grpc-bind 127.0.0.1:18701 \
   --max-batch 64 2>"$WORK/kiln.log" &
 PID=$!
 for _ in $(seq 1 500); do curl -sf -o /dev/null 127.0.0.1:18700/v2/health/ready && break; sleep 0.02; done
@@ -77,13 +82,13 @@ for round in $(seq 1 "$ROUNDS"); do
   for b in 1 8; do
     for t in json binary; do
       t0=$(ticks)
-      wrk -t2 -c8 -d"${DURATION}s" --timeout 10s --latency -s "$WORK/$t$b.lua" http://127.0.0.1:18700/v2/models/cnn/infer \
+      "${CLIENT_CPU[@]}" wrk -t2 -c8 -d"${DURATION}s" --timeout 10s --latency -s "$WORK/$t$b.lua" http://127.0.0.1:18700/v2/models/cnn/infer \
         > "$WORK/wrk.txt" 2>&1 || true
       n=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
       python3 benches/wrk_summary.py "$WORK/wrk.txt" "HTTP $t, $b" "$(per_request "$t0" "${n:-0}")"
     done
     t0=$(ticks)
-    row=$(./target/release/examples/grpc_load 127.0.0.1:18701 cnn "$b" 8 "$DURATION" "$WORK/image.f32" "gRPC, $b")
+    row=$("${CLIENT_CPU[@]}" ./target/release/examples/grpc_load 127.0.0.1:18701 cnn "$b" 8 "$DURATION" "$WORK/image.f32" "gRPC, $b")
     n=$(echo "$row" | awk -F'|' '{gsub(/ /, "", $3); print int($3 * '"$DURATION"')}')
     echo "$row" | awk -F'|' -v cpu="$(per_request "$t0" "$n")" 'BEGIN{OFS="|"} {$6 = " " cpu " |" $6; print}'
   done
