@@ -74,9 +74,11 @@ pub fn decode_raw(bytes: &[u8], datatype: &str, count: usize, what: &str) -> Res
         "UINT64" => chunks
             .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
-        other => return Err(Error::BadRequest(format!(
+        other => {
+            return Err(Error::BadRequest(format!(
             "{what}: datatype {other:?} is not read by a classifier, whose input is FP32; send FP32, FP64 or integers"
-        ))),
+        )))
+        }
     };
     Ok(values)
 }
