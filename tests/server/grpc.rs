@@ -16,17 +16,9 @@ fn floats(v: &Value) -> Vec<f64> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn tritonclient_grpc_accepts_the_answers_and_errors_are_status_codes() {
-    let grpc = format!("127.0.0.1:{}", free_port());
+    let grpc = format!("127.0.0.1:{}", crate::util::free_port());
     let limit = 200_000;
     let s = Server::start(&[
         "--version-policy",

@@ -49,14 +49,6 @@ fn modules() -> (tempfile::TempDir, tempfile::TempDir) {
     (work, repo)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -100,7 +92,7 @@ fn error(s: &Server, path: &str, body: &Value) -> String {
 #[test]
 fn a_pytorch_module_of_two_inputs_and_three_outputs_answers_as_pytorch_over_json_binary_and_grpc() {
     let (work, repo) = modules();
-    let grpc = format!("127.0.0.1:{}", free_port());
+    let grpc = format!("127.0.0.1:{}", crate::util::free_port());
     let s = Server::start_on(repo, &["--grpc-bind", &grpc]);
     let http = s.url.trim_start_matches("http://").to_string();
     let expected = work.path().join("tensors.json");

@@ -156,6 +156,15 @@ impl Drop for Server {
     }
 }
 
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Server {
     /// Starts `kiln-serve` on a free port over a fresh repository, with extra flags.
     pub fn start(extra: &[&str]) -> Server {
@@ -169,12 +178,7 @@ impl Server {
 
     /// Starts `kiln-serve` on a free port over `repo`, with extra flags.
     pub fn start_on(repo: tempfile::TempDir, extra: &[&str]) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let bind = format!("127.0.0.1:{port}");
+        let bind = format!("127.0.0.1:{}", free_port());
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_kiln-serve"))
             .args(["--model-repository", repo.path().to_str().unwrap(), "--bind", &bind])
