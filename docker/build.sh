@@ -125,7 +125,7 @@ build() {
   docker build "$@" >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log" >&2; exit 1; }
 }
 if [ "${1:-}" = "--trainer" ]; then
-  log "building $TRAINER_IMAGE (compiles kiln-train in the build stage: several minutes the first time)"
+  log "building $TRAINER_IMAGE (its build stage is the serve image's, from Docker's cache once that is built)"
   build -f docker/Dockerfile --target trainer \
     --build-arg BUILD_BASE=kiln-build-base:bookworm \
     --build-arg RUNTIME_BASE=kiln-runtime-base:bookworm \
@@ -134,7 +134,7 @@ if [ "${1:-}" = "--trainer" ]; then
   docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^kiln-train:' >&2
   exit 0
 fi
-log "building $IMAGE (compiles kiln-serve in the build stage: several minutes the first time)"
+log "building $IMAGE (compiles kiln-serve and kiln-train in the build stage: several minutes the first time)"
 build -f docker/Dockerfile \
   --build-arg BUILD_BASE=kiln-build-base:bookworm \
   --build-arg RUNTIME_BASE=kiln-runtime-base:bookworm \
