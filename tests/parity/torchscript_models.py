@@ -22,7 +22,11 @@ and trained in PyTorch, saved as TorchScript, and the answers PyTorch gives for 
       INT64 [B] (the argmax). Scripted, returning a dict: OUT_DIR/tensors.pt. The same
       model traced, returning the tuple (top, logits): OUT_DIR/tensors_tuple.pt. And
       OUT_DIR/tensors.json: requests (test images with tags of lengths 4, 4 and 2) with
-      PyTorch's outputs for each, run one request at a time.
+      PyTorch's outputs for each, run one request at a time. Also three modules whose
+      answer for a row depends on the other rows of its batch, which kiln refuses:
+      OUT_DIR/centered.pt (a classifier of inputs centred on the batch's mean),
+      OUT_DIR/centered_tensors.pt (the same with a named input and output) and
+      OUT_DIR/resnet_train.pt (the ResNet traced in training mode: batch statistics).
 
   run MODULE INPUTS.json SHAPE OUT.json
       torch.jit.load(MODULE) on the samples in INPUTS.json reshaped to [-1, *SHAPE]
@@ -102,6 +106,28 @@ class ImageAndTags(nn.Module):
         embedding = torch.tanh(self.mix(torch.cat([x, self.tags(tags)], dim=1)))
         logits = self.head(embedding)
         return {"logits": logits, "embedding": embedding, "top": torch.argmax(logits, dim=1)}
+
+
+class Centered(nn.Module):
+    """A classifier whose answer for a row depends on its batch: inputs centred on the
+    batch's mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        x = x.view(-1, 784)
+        return self.fc(x - x.mean(0, keepdim=True))
+
+
+class CenteredTensors(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = Centered()
+
+    def forward(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {"logits": self.inner(image)}
 
 
 class TopAndLogits(nn.Module):
@@ -185,6 +211,9 @@ def tensors(data_dir, out_dir):
     images, _ = fashion(data_dir, "test", 6)
     example = (images[:1], torch.zeros(1, 4, dtype=torch.int64))
     torch.jit.trace(TopAndLogits(model), example).save(os.path.join(out_dir, "tensors_tuple.pt"))
+    torch.jit.script(Centered().eval()).save(os.path.join(out_dir, "centered.pt"))
+    torch.jit.script(CenteredTensors().eval()).save(os.path.join(out_dir, "centered_tensors.pt"))
+    torch.jit.trace(ResNet().train(), torch.zeros(2, 1, 28, 28)).save(os.path.join(out_dir, "resnet_train.pt"))
     g = torch.Generator().manual_seed(1)
     requests = []
     for lo, hi, length in [(0, 3, 4), (3, 5, 4), (5, 6, 2)]:

@@ -1,55 +1,22 @@
 //! An independent KServe v2 client, Triton's `tritonclient` from PyPI (installed into
 //! `.venv` by scripts/setup.sh), accepts the server's answers.
 
-use crate::util::{test_images, trained_package, Server};
+use crate::util::{floats, test_images, trained_package, Server};
 use kiln_package::Package;
 use kiln_tensor::Device;
 use serde_json::Value;
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-fn python() -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let py = root.join(".venv/bin/python");
-    assert!(py.exists(), "{} is missing: run scripts/setup.sh", py.display());
-    py
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    let mut out = Vec::new();
-    match v {
-        Value::Array(a) => a.iter().for_each(|x| out.extend(floats(x))),
-        x => out.push(x.as_f64().unwrap()),
-    }
-    out
-}
 
 #[test]
 fn tritonclient_accepts_the_v2_answers() {
     let s = Server::start(&["--version-policy", "all", "--admin-token", "t0k"]);
     let images: Vec<Vec<f32>> = test_images(5).into_iter().map(|(v, _)| v).collect();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/server/tritonclient_check.py");
-    let mut child = Command::new(python())
-        .arg(script)
-        .args([s.url.trim_start_matches("http://"), "fashion", "t0k"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(&images).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "tritonclient failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = crate::python::run(
+        "tests/server/tritonclient_check.py",
+        &[s.url.trim_start_matches("http://"), "fashion", "t0k"],
+        &serde_json::to_vec(&images).unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("tritonclient: {e}"));
+    let r: Value = serde_json::from_slice(&out).unwrap();
 
     assert_eq!(r["live"], true);
     assert_eq!(r["ready"], true);

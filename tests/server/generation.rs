@@ -613,20 +613,9 @@ fn bad_requests_get_openai_errors_naming_what_is_wrong() {
 #[test]
 fn the_openai_python_client_drives_the_server() {
     let s = Server::start_on(lm_repository(), &[]);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/server/openai_check.py");
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    let out = std::process::Command::new(python)
-        .arg(script)
-        .arg(format!("{}/v1", s.url))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the openai client failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = crate::python::run("tests/server/openai_check.py", &[&format!("{}/v1", s.url)], b"")
+        .unwrap_or_else(|e| panic!("the openai client: {e}"));
+    let r: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(r["models"], json!(["tiny"]));
     assert_eq!(r["completion_finish"], "length");
     assert_eq!(r["completion_tokens"], 8);

@@ -2,19 +2,10 @@
 //! the protocol's generated stubs it ships (installed into `.venv` by scripts/setup.sh).
 //! Same models, answers, errors (as status codes), limits and metrics as HTTP.
 
-use crate::util::{test_images, trained_package, Server};
+use crate::util::{floats, test_images, trained_package, Server};
 use kiln_package::Package;
 use kiln_tensor::Device;
 use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-fn floats(v: &Value) -> Vec<f64> {
-    match v {
-        Value::Array(a) => a.iter().flat_map(floats).collect(),
-        x => vec![x.as_f64().unwrap()],
-    }
-}
 
 #[test]
 fn tritonclient_grpc_accepts_the_answers_and_errors_are_status_codes() {
@@ -31,29 +22,13 @@ fn tritonclient_grpc_accepts_the_answers_and_errors_are_status_codes() {
         &limit.to_string(),
     ]);
     let images: Vec<Vec<f32>> = test_images(5).into_iter().map(|(v, _)| v).collect();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut child = Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("tests/server/tritonclient_grpc_check.py"))
-        .args([grpc.as_str(), "fashion", "t0k", &limit.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(&images).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "tritonclient[grpc] failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        s.log()
-    );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = crate::python::run(
+        "tests/server/tritonclient_grpc_check.py",
+        &[grpc.as_str(), "fashion", "t0k", &limit.to_string()],
+        &serde_json::to_vec(&images).unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("tritonclient[grpc]: {e}\n{}", s.log()));
+    let r: Value = serde_json::from_slice(&out).unwrap();
 
     assert_eq!(r["live"], true);
     assert_eq!(r["ready"], true);
@@ -118,6 +93,14 @@ fn tritonclient_grpc_accepts_the_answers_and_errors_are_status_codes() {
         r["wrong_field"]["message"].as_str().unwrap().contains("fp32_contents"),
         "{r}"
     );
+    for (case, needle) in [
+        ("output_twice", "asked for twice"),
+        ("classification", "classification extension"),
+        ("no_rows", "0 samples"),
+    ] {
+        assert_eq!(r[case]["code"], "INVALID_ARGUMENT", "{case}: {r}");
+        assert!(r[case]["message"].as_str().unwrap().contains(needle), "{case}: {r}");
+    }
     assert_eq!(r["unknown_model"]["status"], "StatusCode.NOT_FOUND", "{r}");
     assert!(
         r["unknown_model"]["message"]

@@ -64,6 +64,17 @@ fn requests_that_name_their_model_outside_the_v2_path_are_labelled_with_it() {
     assert_eq!(s.post("/predict", &json!({ "image": img, "model": "fashion" })).0, 200);
     assert_eq!(s.post("/predict", &json!({ "image": img })).0, 200);
     assert_eq!(s.post("/predict?model=nope", &json!({ "image": img })).0, 404);
+    assert_eq!(s.post("/predict", &json!({ "image": img, "model": "nope2" })).0, 404);
+    assert_eq!(
+        s.post("/v1/models/nope3:predict", &json!({ "instances": [img] })).0,
+        404
+    );
+    // A version without a model name.
+    assert_eq!(
+        s.post("/v1/models//versions/77:predict", &json!({ "instances": [img] }))
+            .0,
+        404
+    );
     // TF Serving's REST paths name the model and version before the verb.
     assert_eq!(
         s.post("/v1/models/fashion:predict", &json!({ "instances": [img] })).0,
@@ -82,8 +93,19 @@ fn requests_that_name_their_model_outside_the_v2_path_are_labelled_with_it() {
         3.0,
         "{text}"
     );
+    // A name the server does not know is no series of its own, wherever it was given.
     assert_eq!(
-        count("model=\"\",version=\"\",endpoint=\"predict\",status=\"404\""),
+        count("model=\"_unknown\",version=\"\",endpoint=\"predict\",status=\"404\""),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("model=\"_unknown\",version=\"\",endpoint=\"tfserving_predict\",status=\"404\""),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("model=\"\",version=\"_unknown\",endpoint=\"tfserving_predict\",status=\"404\""),
         1.0,
         "{text}"
     );
@@ -201,6 +223,13 @@ fn every_field_of_every_protocol_is_checked() {
     let mut r = v2();
     r["outputs"] = json!([{"name": "probabilities"}, {"name": "probabilities"}]);
     bad("/v2/models/fashion/infer", r, "asked for twice");
+    let mut r = v2();
+    r["outputs"] = json!([{"name": "probabilities", "parameters": {"classification": 3}}]);
+    bad("/v2/models/fashion/infer", r, "classification extension");
+    let mut r = v2();
+    r["inputs"][0]["shape"] = json!([0, 1, 28, 28]);
+    r["inputs"][0]["data"] = json!([]);
+    bad("/v2/models/fashion/infer", r, "0 samples");
     let mut r = v2();
     r["id"] = json!(7);
     bad("/v2/models/fashion/infer", r, "invalid type");

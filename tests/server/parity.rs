@@ -5,34 +5,13 @@
 //! - the classic recipe trained in PyTorch, saved as safetensors and imported as a kiln
 //!   package, is answered by kiln-serve as PyTorch answers it, within 1e-5.
 
-use crate::util::{copy_dir, test_images, train_package, trained_package, v2_request, Server};
+use crate::util::{copy_dir, floats, test_images, train_package, trained_package, v2_request, Server};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use std::path::PathBuf;
 
 /// Runs tests/parity/torch_parity.py with the project's Python (.venv).
 fn python(args: &[&str]) {
-    let py = root().join(".venv/bin/python");
-    assert!(py.exists(), "{} is missing: run scripts/setup.sh", py.display());
-    let out = Command::new(py)
-        .arg(root().join("tests/parity/torch_parity.py"))
-        .args(args)
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "torch_parity.py {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    crate::python::run("tests/parity/torch_parity.py", args, b"").unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {

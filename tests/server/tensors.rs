@@ -5,12 +5,11 @@
 //! data and gRPC; requests of the same shapes share a batch; bad requests are 400s that
 //! say what the model takes.
 
-use crate::torchscript::torchscript_models;
+use crate::python::torchscript_models;
 use crate::util::{metric, Server};
 use kiln_model::TensorSpec;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 fn spec(text: &str) -> TensorSpec {
     TensorSpec::parse(text).unwrap()
@@ -49,24 +48,11 @@ fn modules() -> (tempfile::TempDir, tempfile::TempDir) {
     (work, repo)
 }
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// tests/server/tensors_check.py against the server: its JSON report.
 fn triton_clients(http: &str, grpc: &str, model: &str, expected: &Path, outputs: &str) -> Value {
-    let out = Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("tests/server/tensors_check.py"))
-        .args([http, grpc, model, expected.to_str().unwrap(), outputs])
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tensors_check.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let args = [http, grpc, model, expected.to_str().unwrap(), outputs];
+    let out = crate::python::run("tests/server/tensors_check.py", &args, b"").unwrap_or_else(|e| panic!("{e}"));
+    serde_json::from_slice(&out).unwrap()
 }
 
 /// A v2 JSON request for one of the expected file's requests.

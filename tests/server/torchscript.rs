@@ -4,42 +4,9 @@
 //! `.pt` files and kiln-serve answers as PyTorch does, within 1e-5, over KServe v2, TF
 //! Serving's v1 and `/predict`.
 
-use crate::util::{v2_request, Server};
+use crate::python::torchscript_models;
+use crate::util::{floats, v2_request, Server};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Runs tests/parity/torchscript_models.py with the project's Python (.venv).
-pub fn torchscript_models(args: &[&str]) {
-    let py = root().join(".venv/bin/python");
-    assert!(py.exists(), "{} is missing: run scripts/setup.sh", py.display());
-    let out = Command::new(py)
-        .arg(root().join("tests/parity/torchscript_models.py"))
-        .args(args)
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "torchscript_models.py {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|x| match x {
-            Value::Array(_) => floats(x),
-            x => vec![x.as_f64().unwrap()],
-        })
-        .collect()
-}
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "different lengths");

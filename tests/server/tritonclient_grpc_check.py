@@ -74,6 +74,31 @@ try:
 except grpc.RpcError as e:
     out["wrong_field"] = {"code": e.code().name, "message": e.details()}
 
+# An output asked for twice, an output parameter of an extension kiln lacks, no rows.
+def rpc_error(request):
+    try:
+        stub.ModelInfer(request)
+        return None
+    except grpc.RpcError as e:
+        return {"code": e.code().name, "message": e.details()}
+
+
+def request(rows=1):
+    r = service_pb2.ModelInferRequest(model_name=model)
+    r.inputs.add(name="input", datatype="FP32", shape=[rows, 1, 28, 28])
+    r.raw_input_contents.append(np.zeros((rows, 1, 28, 28), dtype="<f4").tobytes())
+    return r
+
+
+twice = request()
+twice.outputs.add(name="class")
+twice.outputs.add(name="class")
+out["output_twice"] = rpc_error(twice)
+classification = request()
+classification.outputs.add(name="probabilities").parameters["classification"].int64_param = 3
+out["classification"] = rpc_error(classification)
+out["no_rows"] = rpc_error(request(rows=0))
+
 out["unknown_model"] = error(lambda: client.get_model_metadata("no-such-model"))
 out["bad_shape"] = error(lambda: infer(images[:, :, :27, :], "FP32"))
 big = np.zeros((limit // (784 * 4) + 1, 1, 28, 28), dtype=np.float32)

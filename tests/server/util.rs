@@ -363,3 +363,11 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
     }
     start.elapsed()
 }
+
+/// Every number of a JSON array, nested arrays flattened in order.
+pub fn floats(v: &Value) -> Vec<f64> {
+    match v {
+        Value::Array(a) => a.iter().flat_map(floats).collect(),
+        x => vec![x.as_f64().unwrap()],
+    }
+}

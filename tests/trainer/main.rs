@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../common/python.rs"]
+mod python;
 mod util;
 
 mod cuda;

@@ -3,17 +3,13 @@
 //! same file (tests/parity/smollm2_reference.py, run once and cached): the same token ids,
 //! the same logits within 1e-3 at every position, the same 32-token greedy continuation.
 
+use crate::python::root;
 use crate::util::{kiln_train, kjv_books, stderr, stdout, with_sets};
 use kiln_model::{generate, GenerateConfig};
 use kiln_package::LanguagePackage;
 use kiln_tensor::{tch, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn gguf() -> PathBuf {
     let p = root().join("data/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
@@ -27,13 +23,9 @@ fn reference() -> (serde_json::Value, HashMap<String, Tensor>) {
     let hash = kiln_package::sha256_hex(&std::fs::read(&script).unwrap());
     let dir = root().join(format!("data/smollm2/reference-{}", &hash[..16]));
     if !dir.join("reference.json").exists() {
-        let o = Command::new(root().join(".venv/bin/python"))
-            .arg(&script)
-            .arg(gguf())
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let gguf = gguf();
+        let args = [gguf.to_str().unwrap(), dir.to_str().unwrap()];
+        crate::python::run("tests/parity/smollm2_reference.py", &args, b"").unwrap_or_else(|e| panic!("{e}"));
     }
     let json = serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
     let tensors = kiln_package::decode_tensors(&std::fs::read(dir.join("reference.safetensors")).unwrap())

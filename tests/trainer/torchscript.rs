@@ -2,23 +2,9 @@
 //! in PyTorch becomes a package that `eval` and `predict` run; a kiln package becomes a
 //! TorchScript file that PyTorch runs with kiln's outputs; a pickled `state_dict` is refused.
 
+use crate::python::{root, torchscript_models};
 use crate::util::{kiln_train, stderr, stdout};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn torchscript_models(args: &[&str]) {
-    let out = Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("tests/parity/torchscript_models.py"))
-        .args(args)
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "torchscript_models.py {args:?}: {}", stderr(&out));
-}
+use std::path::Path;
 
 fn floats(v: &serde_json::Value) -> Vec<f32> {
     match v {
@@ -253,4 +239,40 @@ fn a_module_of_named_tensors_is_packaged_from_the_command_line_and_refused_where
     let o = kiln_train(&["eval", "--package", pkg.to_str().unwrap()]);
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("/v2/models/multi/infer"), "{}", stderr(&o));
+
+    // Modules whose answer for a row depends on the rest of the batch (inputs centred on
+    // the batch's mean; batch norm traced in training mode) would mix the answers of
+    // requests batched together: refused, saying what to do; nothing is written.
+    let shape = ["--input", "1,28,28", "--classes", "10"];
+    let tensors = [
+        "--input-tensor",
+        "image:FP32:1,28,28",
+        "--output-tensor",
+        "logits:FP32:10",
+    ];
+    for (module, named, facts) in [
+        ("centered.pt", "the logits", shape),
+        ("resnet_train.pt", "the logits", shape),
+        ("centered_tensors.pt", "output \"logits\"", tensors),
+    ] {
+        let (module_path, out) = (dir.path().join(module), dir.path().join(format!("{module}.pkg")));
+        let mut args = vec![
+            "import-torchscript",
+            "--module",
+            module_path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--name",
+            "mixing",
+        ];
+        args.extend(facts);
+        let o = kiln_train(&args);
+        assert_ne!(o.status.code(), Some(0), "{module} was accepted");
+        let e = stderr(&o);
+        assert!(
+            e.contains("depends on the other rows of its batch") && e.contains(named) && e.contains("model.eval()"),
+            "{module}: {e}"
+        );
+        assert!(!out.exists(), "{module}");
+    }
 }

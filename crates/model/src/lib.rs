@@ -31,7 +31,7 @@ pub use decoder::{
 };
 pub use error::{Error, Result};
 pub use mlp::{Activation, MlpSpec};
-pub use network::Network;
+pub use network::{Network, Prepare};
 pub use params::Parameters;
 pub use resnet::ResnetSpec;
 pub use spec::ModelSpec;

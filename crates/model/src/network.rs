@@ -4,6 +4,10 @@ use crate::{Error, ModelSpec, Parameters, Result, TorchScriptSpec};
 use kiln_tensor::{convert, nn, nn::ModuleT, tch::CModule, DType, Device, Kind, Tensor};
 use std::collections::BTreeMap;
 
+/// What runs on a batch before the layers in a traced module (the package's
+/// normalisation, say).
+pub type Prepare<'a> = dyn Fn(&Tensor) -> std::result::Result<Tensor, kiln_tensor::tch::TchError> + 'a;
+
 /// A model built from a [`ModelSpec`], owning its parameters.
 pub struct Network {
     spec: ModelSpec,
@@ -77,7 +81,7 @@ impl Network {
     /// takes a float batch `[B, ...input]`, applies `prepare` (e.g. a package's
     /// normalisation; the identity for none), and gives the logits. The module holds its
     /// parameters and buffers as they are now, as constants.
-    pub fn save_torchscript(&mut self, prepare: &dyn Fn(&Tensor) -> Tensor, path: &std::path::Path) -> Result<()> {
+    pub fn save_torchscript(&mut self, prepare: &Prepare<'_>, path: &std::path::Path) -> Result<()> {
         // The traced constants are the var store's own tensors and must not require
         // gradients when traced and saved; they are trainable again afterwards.
         self.vs.freeze();
@@ -86,7 +90,7 @@ impl Network {
         saved
     }
 
-    fn trace(&self, prepare: &dyn Fn(&Tensor) -> Tensor) -> Result<CModule> {
+    fn trace(&self, prepare: &Prepare<'_>) -> Result<CModule> {
         match &self.module {
             Module::Script(_) => Err(Error::Spec(
                 "this network already is a TorchScript module: copy its model.pt".into(),
@@ -95,12 +99,22 @@ impl Network {
                 let mut shape = vec![1];
                 shape.extend_from_slice(self.spec.input());
                 let example = Tensor::f_zeros(&shape, (Kind::Float, self.device()))?;
+                // The tracing callback cannot fail, so a failure of `prepare` is kept
+                // here and returned once tracing is over.
+                let mut failed = None;
                 let module = kiln_tensor::tch::no_grad(|| {
-                    CModule::create_by_tracing("KilnNetwork", "forward", &[example], &mut |xs| {
-                        vec![layers.forward_t(&prepare(&xs[0]), false)]
+                    CModule::create_by_tracing("KilnNetwork", "forward", &[example], &mut |xs| match prepare(&xs[0]) {
+                        Ok(x) => vec![layers.forward_t(&x, false)],
+                        Err(e) => {
+                            failed = Some(e);
+                            vec![xs[0].shallow_clone()]
+                        }
                     })
                 })?;
-                Ok(module)
+                match failed {
+                    Some(e) => Err(e.into()),
+                    None => Ok(module),
+                }
             }
         }
     }

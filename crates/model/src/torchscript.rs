@@ -14,6 +14,10 @@ use kiln_tensor::{
 };
 use serde::{Deserialize, Serialize};
 
+/// The most bytes one sample of a declared tensor may take (1 GiB, sizes of -1 counted
+/// as 1): a larger declaration is refused rather than allocated when the module is checked.
+pub const MAX_SAMPLE_BYTES: u64 = 1 << 30;
+
 /// What kiln needs to know of a TorchScript module. Either a classifier, whose `forward`
 /// takes one float tensor `[B, ...input]` and returns the logits `[B, classes]`; or a
 /// module of named tensors (several inputs or outputs, any dtypes), whose `forward` takes
@@ -113,6 +117,24 @@ impl TensorSpec {
                 self.name, self.shape
             ));
         }
+        // The import check runs the module on zeros of this shape: a sample of more than
+        // MAX_SAMPLE_BYTES is a mistake in the spec, not something to allocate.
+        let bytes = self
+            .shape
+            .iter()
+            .try_fold(self.dtype.size_in_bytes() as u64, |acc, &d| {
+                acc.checked_mul(d.max(1) as u64)
+            })
+            .filter(|&b| b <= MAX_SAMPLE_BYTES);
+        if bytes.is_none() {
+            return Err(format!(
+                "tensor {:?}: shape {:?} of {} takes more than {} MiB a sample (sizes of -1 counted as 1)",
+                self.name,
+                self.shape,
+                self.dtype,
+                MAX_SAMPLE_BYTES >> 20
+            ));
+        }
         Ok(())
     }
 }
@@ -171,16 +193,85 @@ pub(crate) fn check_signature(module: &CModule, spec: &TorchScriptSpec, device: 
             "the TorchScript module's forward failed on a float input of shape {shape:?} (the declared input): {e}"
         ))
     })?;
-    if y.size() != [1, spec.classes] || !y.is_floating_point() {
+    let size = y.size();
+    if size != [1, spec.classes] || !y.is_floating_point() {
         return Err(Error::Spec(format!(
-            "the TorchScript module gave a {:?} tensor of shape {:?} for an input of shape {shape:?}; \
+            "the TorchScript module gave a {:?} tensor of shape {size:?} for an input of shape {shape:?}; \
              kiln expects float logits of shape [1, {}] (one per class)",
-            y.kind(),
-            y.size(),
+            y.f_kind()?,
             spec.classes
         )));
     }
+    let input = [(Kind::Float, shape)];
+    check_rows_independent(&input, &["the logits"], device, |xs| {
+        Ok(vec![kiln_tensor::tch::no_grad(|| module.forward_ts(xs))?])
+    })
+}
+
+/// Runs the module (`run`, on inputs of `(kind, shape)`, each with a batch of 1) on two
+/// different rows, zeros and ones, in one batch and each alone. kiln runs the requests
+/// that are queued together as one batch, so a module whose answer for a row depends on
+/// the other rows of its batch (batch norm or dropout in training mode, a mean over the
+/// first dimension) would give each request an answer mixed with others': refused. When
+/// the module cannot run on ones (inputs it does not take), nothing is concluded.
+fn check_rows_independent(
+    inputs: &[(Kind, Vec<i64>)],
+    outputs: &[&str],
+    device: Device,
+    run: impl Fn(&[Tensor]) -> Result<Vec<Tensor>>,
+) -> Result<()> {
+    let rows = |ones: bool| {
+        inputs
+            .iter()
+            .map(|(kind, shape)| {
+                let options = (*kind, device);
+                Ok(if ones {
+                    Tensor::f_ones(shape.as_slice(), options)?
+                } else {
+                    Tensor::f_zeros(shape.as_slice(), options)?
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let (zeros, ones) = (rows(false)?, rows(true)?);
+    let both = zeros
+        .iter()
+        .zip(&ones)
+        .map(|(z, o)| Ok(Tensor::f_cat(&[z, o], 0)?))
+        .collect::<Result<Vec<_>>>()?;
+    let (Ok(alone_zeros), Ok(alone_ones), Ok(batched)) = (run(&zeros), run(&ones), run(&both)) else {
+        return Ok(());
+    };
+    for (name, ((z, o), b)) in outputs.iter().zip(alone_zeros.iter().zip(&alone_ones).zip(&batched)) {
+        for (row, alone) in [(0, z), (1, o)] {
+            let together = b.f_narrow(0, row, 1)?;
+            if let Some(gap) = difference(alone, &together)? {
+                return Err(Error::Spec(format!(
+                    "the module's answer for a row depends on the other rows of its batch ({name}: row {row} of a \
+                     batch of zeros and ones differs from the same row run alone, {gap}); kiln runs concurrent requests as one \
+                     batch, so their answers would mix. Put the model in evaluation mode (model.eval()) before \
+                     torch.jit.script or torch.jit.trace, and compute each row of forward's outputs from that row alone"
+                )));
+            }
+        }
+    }
     Ok(())
+}
+
+/// How `a` and `b` differ, if they do: sizes, or values beyond float rounding (a
+/// batched kernel may sum in another order than a single row's).
+fn difference(a: &Tensor, b: &Tensor) -> Result<Option<String>> {
+    let (sa, sb) = (a.size(), b.size());
+    if sa != sb {
+        return Ok(Some(format!("shapes {sb:?} and {sa:?}")));
+    }
+    if a.is_floating_point() {
+        let (a, b) = (a.f_to_kind(Kind::Double)?, b.f_to_kind(Kind::Double)?);
+        let gap = a.f_sub(&b)?.f_abs()?.f_max()?.f_double_value(&[])?;
+        let scale = 1.0 + b.f_abs()?.f_max()?.f_double_value(&[])?;
+        return Ok((gap.is_nan() || gap > 1e-4 * scale).then(|| format!("largest difference {gap:.3e}")));
+    }
+    Ok((!a.f_equal(b)?).then(|| "different values".to_string()))
 }
 
 /// Runs a module of named tensors on `inputs` (in `spec.inputs`' order, each batched
@@ -199,22 +290,24 @@ pub(crate) fn run_tensors(module: &CModule, spec: &TorchScriptSpec, inputs: &[Te
     let mut batch = None;
     for (t, want) in inputs.iter().zip(&spec.inputs) {
         let dtype = DType::of(t)?;
-        if !want.fits(dtype, &t.size()) {
-            return Err(Error::Input(format!(
-                "{:?} is {dtype} {:?}; the module takes {} {:?} (-1: any size)",
-                want.name,
-                t.size(),
-                want.dtype,
-                want.batched_shape()
-            )));
-        }
-        match batch {
-            None => batch = Some(t.size()[0]),
-            Some(b) if b != t.size()[0] => {
+        let size = t.size();
+        let rows = match size.first() {
+            Some(&rows) if want.fits(dtype, &size) => rows,
+            _ => {
                 return Err(Error::Input(format!(
-                    "{:?} has {} rows, the inputs before it {b}: every input holds the same batch",
+                    "{:?} is {dtype} {size:?}; the module takes {} {:?} (-1: any size)",
                     want.name,
-                    t.size()[0]
+                    want.dtype,
+                    want.batched_shape()
+                )))
+            }
+        };
+        match batch {
+            None => batch = Some(rows),
+            Some(b) if b != rows => {
+                return Err(Error::Input(format!(
+                    "{:?} has {rows} rows, the inputs before it {b}: every input holds the same batch",
+                    want.name,
                 )))
             }
             Some(_) => {}
@@ -227,11 +320,11 @@ pub(crate) fn run_tensors(module: &CModule, spec: &TorchScriptSpec, inputs: &[Te
     let rows = batch.unwrap_or(0);
     for (t, want) in outputs.iter().zip(&spec.outputs) {
         let dtype = DType::of(t)?;
-        if !want.fits(dtype, &t.size()) || t.size()[0] != rows {
+        let size = t.size();
+        if !want.fits(dtype, &size) || size.first() != Some(&rows) {
             return Err(Error::Spec(format!(
-                "the module gave {:?} as {dtype} {:?} for a batch of {rows}; its spec says {} {:?} (the batch first, -1: any size)",
+                "the module gave {:?} as {dtype} {size:?} for a batch of {rows}; its spec says {} {:?} (the batch first, -1: any size)",
                 want.name,
-                t.size(),
                 want.dtype,
                 want.batched_shape()
             )));
@@ -310,20 +403,32 @@ fn kind(v: &IValue) -> &'static str {
 /// Runs a module of named tensors once on zeros of its declared inputs (a batch of 2,
 /// sizes of -1 taken as 1) and checks that it gives the declared outputs.
 fn check_tensors_signature(module: &CModule, spec: &TorchScriptSpec, device: Device) -> Result<()> {
-    let inputs = spec
+    let shapes: Vec<(Kind, Vec<i64>)> = spec
         .inputs
         .iter()
         .map(|i| {
-            let shape: Vec<i64> = std::iter::once(2).chain(i.shape.iter().map(|&d| d.max(1))).collect();
-            Ok(Tensor::f_zeros(&shape, (i.dtype.kind(), device))?)
+            (
+                i.dtype.kind(),
+                std::iter::once(1).chain(i.shape.iter().map(|&d| d.max(1))).collect(),
+            )
+        })
+        .collect();
+    let inputs = shapes
+        .iter()
+        .map(|(kind, shape)| {
+            let batch: Vec<i64> = std::iter::once(2).chain(shape.iter().skip(1).copied()).collect();
+            Ok(Tensor::f_zeros(batch.as_slice(), (*kind, device))?)
         })
         .collect::<Result<Vec<_>>>()?;
-    run_tensors(module, spec, &inputs).map(|_| ()).map_err(|e| match e {
+    run_tensors(module, spec, &inputs).map_err(|e| match e {
         Error::Input(m) => Error::Spec(format!(
             "run on zeros of the declared inputs (a batch of 2, -1 sizes as 1): {m}"
         )),
         other => other,
-    })
+    })?;
+    let outputs: Vec<String> = spec.outputs.iter().map(|o| format!("output {:?}", o.name)).collect();
+    let outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    check_rows_independent(&shapes, &outputs, device, |xs| run_tensors(module, spec, xs))
 }
 
 impl TorchScriptSpec {

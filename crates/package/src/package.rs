@@ -102,11 +102,14 @@ impl Package {
         let input: Vec<i64> = std::iter::once(-1)
             .chain(self.manifest.model.input().iter().copied())
             .collect();
+        let per_channel = self.manifest.sample_len() as i64 / norm.as_ref().map_or(1, |n| n.0.max(1));
         let prepare = |x: &Tensor| match &norm {
-            Some((k, mean, inv)) => {
-                ((x.reshape([-1, *k, self.manifest.sample_len() as i64 / k]) - mean) * inv).reshape(input.as_slice())
-            }
-            None => x.shallow_clone(),
+            Some((k, mean, inv)) => x
+                .f_reshape([-1, *k, per_channel])?
+                .f_sub(mean)?
+                .f_mul(inv)?
+                .f_reshape(input.as_slice()),
+            None => Ok(x.shallow_clone()),
         };
         // libtorch writes to a path; the bytes then go to `path` atomically.
         // (libtorch names the archive's root folder after the file, so the name is plain.)

@@ -9,8 +9,14 @@ use kiln_tensor::HostTensor;
 use tokio::sync::oneshot;
 
 impl AppState {
-    /// Refuses a request of more samples than one batch may hold, before any work on it.
+    /// Refuses a request of no samples (nothing to run; a batch of them would not count
+    /// towards `max_batch`), or of more samples than one batch may hold, before any work on it.
     pub fn check_batch(&self, samples: usize) -> Result<()> {
+        if samples == 0 {
+            return Err(Error::BadRequest(
+                "the request holds 0 samples (its first dimension); send at least one".into(),
+            ));
+        }
         if samples > self.config.max_batch {
             return Err(Error::BatchTooLarge {
                 samples,

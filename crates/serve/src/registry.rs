@@ -124,7 +124,9 @@ impl Registry {
     /// else [`UNKNOWN_LABEL`], so that a client cannot create series at will.
     pub fn metric_labels<'a>(&self, model: &'a str, version: &'a str) -> (&'a str, &'a str) {
         if model.is_empty() {
-            return (model, version);
+            // No model, no version: a version in a URL without a model name
+            // (`/v2/models//versions/7/infer`) is not a series of its own.
+            return (model, if version.is_empty() { "" } else { UNKNOWN_LABEL });
         }
         let models = self.read();
         let Some(e) = models.get(model) else {
@@ -175,56 +177,60 @@ impl Registry {
                     .map_err(|_| Error::BadRequest(format!("version {v:?} is not a positive integer")))
             })
             .transpose()?;
-        let models = self.read();
-        let e = models.get(name).ok_or_else(|| {
-            Error::NotFound(format!(
-                "no model named {name:?}; served models: {:?}",
-                names_of(&models)
-            ))
-        })?;
-        if e.versions.is_empty() {
-            return Err(Error::Unavailable(if e.unloaded {
-                format!("model {name} is unloaded")
-            } else {
-                format!("model {name} has no version ready: {}", describe_failures(&e.failed))
-            }));
-        }
-        let found = match version {
-            None => e.versions.values().next_back(),
-            Some(v) => e.versions.get(&v),
-        };
-        found.cloned().ok_or_else(|| {
-            let v = version.map(|v| v.to_string()).unwrap_or_default();
-            let why = match version.and_then(|v| e.failed.get(&v)) {
-                Some(f) => format!(" (it failed to load: {})", f.error),
-                None => String::new(),
-            };
-            Error::NotFound(format!(
-                "model {name:?} has no version {v} served{why}; served versions: {:?}",
-                e.versions.keys().collect::<Vec<_>>()
-            ))
-        })
+        find(&self.read(), name, version)
     }
 
     /// The default classifier for endpoints that name no model (`/predict`): the only
     /// one, else an error. Language models served beside it do not count.
     pub fn only(&self) -> Result<Arc<Model>> {
-        let names: Vec<String> = {
-            let models = self.read();
-            models
-                .iter()
-                .filter(|(_, e)| e.versions.values().any(|m| m.manifest.task == Task::Classification))
-                .map(|(n, _)| n.clone())
-                .collect()
-        };
-        match names.as_slice() {
-            [one] => self.get(one, None),
-            [] => Err(Error::Unavailable("no model is loaded".into())),
-            _ => Err(Error::BadRequest(format!(
-                "several models are served; name one of {names:?}"
-            ))),
+        let models = self.read();
+        let mut classifiers = models
+            .iter()
+            .filter(|(_, e)| e.versions.values().any(|m| m.manifest.task == Task::Classification))
+            .map(|(n, _)| n);
+        match (classifiers.next(), classifiers.next()) {
+            (Some(one), None) => find(&models, one, None),
+            (None, _) => Err(Error::Unavailable("no model is loaded".into())),
+            (Some(a), Some(b)) => {
+                let names: Vec<&String> = [a, b].into_iter().chain(classifiers).collect();
+                Err(Error::BadRequest(format!(
+                    "several models are served; name one of {names:?}"
+                )))
+            }
         }
     }
+}
+
+/// Model `name` at `version` (the latest served for `None`) in `models`.
+fn find(models: &BTreeMap<String, Entry>, name: &str, version: Option<u64>) -> Result<Arc<Model>> {
+    let e = models.get(name).ok_or_else(|| {
+        Error::NotFound(format!(
+            "no model named {name:?}; served models: {:?}",
+            names_of(models)
+        ))
+    })?;
+    if e.versions.is_empty() {
+        return Err(Error::Unavailable(if e.unloaded {
+            format!("model {name} is unloaded")
+        } else {
+            format!("model {name} has no version ready: {}", describe_failures(&e.failed))
+        }));
+    }
+    let found = match version {
+        None => e.versions.values().next_back(),
+        Some(v) => e.versions.get(&v),
+    };
+    found.cloned().ok_or_else(|| {
+        let v = version.map(|v| v.to_string()).unwrap_or_default();
+        let why = match version.and_then(|v| e.failed.get(&v)) {
+            Some(f) => format!(" (it failed to load: {})", f.error),
+            None => String::new(),
+        };
+        Error::NotFound(format!(
+            "model {name:?} has no version {v} served{why}; served versions: {:?}",
+            e.versions.keys().collect::<Vec<_>>()
+        ))
+    })
 }
 
 /// Names of the models in `models` with at least one version served.

@@ -17,7 +17,12 @@ impl Request for Tensors {
     }
 
     fn joins(&self, first: &Self) -> bool {
-        self.0.len() == first.0.len()
+        // Each request's tensors hold the same rows, or the joined batch could line up
+        // while the requests' rows do not (each such request runs, and fails, alone).
+        let even = |r: &Self| r.0.iter().all(|t| t.rows() == r.rows());
+        even(self)
+            && even(first)
+            && self.0.len() == first.0.len()
             && self.0.iter().zip(&first.0).all(|(a, b)| {
                 a.dtype == b.dtype && a.shape.len() == b.shape.len() && a.shape.get(1..) == b.shape.get(1..)
             })

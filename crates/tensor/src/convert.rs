@@ -8,14 +8,20 @@ use tch::{Kind, Tensor};
 
 /// The number of elements a shape holds, or an error for a negative dimension.
 pub fn numel(shape: &[i64]) -> Result<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| {
+    nbytes(shape, 1)
+}
+
+/// Bytes of a row-major tensor of `shape` whose elements take `size` bytes each; an
+/// error for a negative dimension or a count that does not fit in memory's addresses.
+pub fn nbytes(shape: &[i64], size: usize) -> Result<usize> {
+    shape.iter().try_fold(size, |acc, &d| {
         let d = usize::try_from(d).map_err(|_| Error::InvalidShape {
             shape: shape.to_vec(),
             reason: format!("dimension {d} is negative"),
         })?;
         acc.checked_mul(d).ok_or_else(|| Error::InvalidShape {
             shape: shape.to_vec(),
-            reason: "the element count overflows".into(),
+            reason: "its size overflows".into(),
         })
     })
 }
@@ -46,8 +52,7 @@ pub fn tensor_from_i64(data: &[i64], shape: &[i64]) -> Result<Tensor> {
 
 /// A CPU tensor of `dtype` and `shape` from little-endian bytes (as safetensors stores them).
 pub fn tensor_from_bytes(bytes: &[u8], shape: &[i64], dtype: DType) -> Result<Tensor> {
-    let n = numel(shape)?;
-    let expected = n * dtype.size_in_bytes();
+    let expected = nbytes(shape, dtype.size_in_bytes())?;
     if bytes.len() != expected {
         return Err(Error::InvalidShape {
             shape: shape.to_vec(),
@@ -75,8 +80,9 @@ pub fn tensor_to_i64(t: &Tensor) -> Result<Vec<i64>> {
 pub fn tensor_to_bytes(t: &Tensor) -> Result<Vec<u8>> {
     let dtype = DType::of(t)?;
     let flat = t.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
-    let n = flat.numel();
-    let mut out = vec![0u8; n * dtype.size_in_bytes()];
+    let size = flat.size();
+    let n = numel(&size)?;
+    let mut out = vec![0u8; nbytes(&size, dtype.size_in_bytes())?];
     flat.f_copy_data_u8(&mut out, n)?;
     Ok(out)
 }

@@ -21,7 +21,7 @@ pub struct HostTensor {
 impl HostTensor {
     /// A tensor of `dtype` and `shape` holding `data`; the byte count must fit the shape.
     pub fn new(dtype: DType, shape: Vec<i64>, data: Vec<u8>) -> Result<HostTensor> {
-        let expected = convert::numel(&shape)? * dtype.size_in_bytes();
+        let expected = convert::nbytes(&shape, dtype.size_in_bytes())?;
         if data.len() != expected {
             return Err(Error::InvalidShape {
                 shape,
@@ -148,6 +148,9 @@ mod tests {
     #[test]
     fn mismatched_parts_and_counts_are_errors() {
         assert!(HostTensor::new(DType::Fp32, vec![2], vec![0; 7]).is_err());
+        // Elements that fit in a usize but whose bytes do not: an error, not a wrapped size.
+        let e = HostTensor::new(DType::Int64, vec![1, 1 << 61], Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("overflows"), "{e}");
         let a = i64s(&[1, 2], &[1, 2]);
         let c = i64s(&[1, 3], &[1, 2, 3]);
         let e = HostTensor::concat(vec![a.clone(), c]).unwrap_err().to_string();

@@ -3,6 +3,7 @@
 
 use super::proto::{model_infer_request::InferInputTensor, InferTensorContents};
 use crate::routes::binary::check_raw;
+use crate::routes::parameters::refuse_extension;
 use crate::routes::v2::{numel, InputTensor};
 use crate::{Error, Result};
 
@@ -22,10 +23,8 @@ pub fn inputs(tensors: &[InferInputTensor], raw: Vec<Vec<u8>>) -> Result<Vec<Inp
         .iter()
         .map(|t| {
             let what = format!("input {:?}", t.name);
-            if let Some(k) = t.parameters.keys().find(|k| k.starts_with("shared_memory_")) {
-                return Err(Error::BadRequest(format!(
-                    "{what}: parameter {k:?} asks for the shared-memory extension, which kiln does not support"
-                )));
+            for k in t.parameters.keys() {
+                refuse_extension(k, &what)?;
             }
             let count = numel(&t.shape)?;
             let bytes = match raw.next() {

@@ -35,28 +35,24 @@ impl GrpcServer {
     /// Listens on `addr` and serves the gRPC API on `threads` threads; returns once it
     /// listens, or the error binding gave (an address in use, say).
     pub fn start(state: AppState, addr: SocketAddr, threads: usize) -> Result<GrpcServer> {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr>>();
+        // Bound here, so that an address in use is this call's error, before any thread.
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| Error::BadRequest(format!("cannot listen on {addr} for gRPC: {e}")))?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("kiln-grpc")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the gRPC runtime: {e}")))?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("kiln-grpc".into())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(threads.max(1))
-                    .thread_name("kiln-grpc")
-                    .enable_all()
-                    .build()
-                    .map_err(|e| Error::Internal(format!("cannot start the gRPC runtime: {e}")))?;
                 runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::bind(addr).await {
-                        Ok(l) => l,
-                        Err(e) => {
-                            let e = Error::BadRequest(format!("cannot listen on {addr} for gRPC: {e}"));
-                            let _ = ready_tx.send(Err(Error::BadRequest(e.to_string())));
-                            return Err(e);
-                        }
-                    };
-                    let bound = listener.local_addr().unwrap_or(addr);
-                    let _ = ready_tx.send(Ok(bound));
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .map_err(|e| Error::Internal(format!("cannot listen on {bound} for gRPC: {e}")))?;
                     serve(state, listener, async {
                         let _ = stopped.await;
                     })
@@ -64,11 +60,8 @@ impl GrpcServer {
                 })
             })
             .map_err(|e| Error::Internal(format!("cannot start the gRPC thread: {e}")))?;
-        let addr = ready_rx
-            .recv()
-            .map_err(|_| Error::Internal("the gRPC thread ended before listening".into()))??;
         Ok(GrpcServer {
-            addr,
+            addr: bound,
             stop: Some(stop),
             thread: Some(thread),
         })

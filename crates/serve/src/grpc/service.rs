@@ -8,6 +8,7 @@ use super::proto::model_infer_response::InferOutputTensor;
 use super::proto::model_metadata_response::TensorMetadata;
 use super::proto::repository_index_response::ModelIndex;
 use super::proto::*;
+use crate::routes::parameters::refuse_extension;
 use crate::routes::v2;
 use crate::{AppState, Error, Result};
 use actix_web::ResponseError;
@@ -194,10 +195,13 @@ impl GrpcInferenceService for InferenceService {
         let mut r = req.into_inner();
         let name = r.model_name.clone();
         self.counted("grpc_infer", &name, async move {
-            if let Some(k) = r.parameters.keys().find(|k| k.starts_with("shared_memory_")) {
-                return Err(Error::BadRequest(format!(
-                    "parameter {k:?} asks for the shared-memory extension, which kiln does not support"
-                )));
+            for k in r.parameters.keys() {
+                refuse_extension(k, "the request")?;
+            }
+            for o in &r.outputs {
+                for k in o.parameters.keys() {
+                    refuse_extension(k, &format!("output {:?}", o.name))?;
+                }
             }
             let inputs = convert::inputs(&r.inputs, std::mem::take(&mut r.raw_input_contents))?;
             let m = self.state.get(&r.model_name, version(&r.model_version))?;

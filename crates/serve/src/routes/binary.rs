@@ -29,11 +29,12 @@ pub fn element_size(datatype: &str) -> Result<usize> {
 /// elements 0 or 1). `what` names the tensor in errors.
 pub fn check_raw(bytes: &[u8], datatype: &str, count: usize, what: &str) -> Result<()> {
     let size = element_size(datatype)?;
-    if bytes.len() != count * size {
+    let want = count.checked_mul(size);
+    if want != Some(bytes.len()) {
+        let total = want.map_or_else(|| "more bytes than memory holds".to_string(), |w| format!("{w} bytes"));
         return Err(Error::BadRequest(format!(
-            "{what}: {} bytes of {datatype} data given; its shape needs {count} elements of {size} bytes ({} bytes)",
+            "{what}: {} bytes of {datatype} data given; its shape needs {count} elements of {size} bytes ({total})",
             bytes.len(),
-            count * size
         )));
     }
     if datatype == "BOOL" {
@@ -155,6 +156,11 @@ mod tests {
         let e = decode_raw(&fp32, "FP32", 3, "input \"x\"").unwrap_err().to_string();
         assert!(e.contains("8 bytes") && e.contains("12 bytes"), "{e}");
         assert!(decode_raw(&[2], "BOOL", 1, "x").is_err());
+        // A count whose bytes overflow is refused, not wrapped round to a size that fits.
+        let e = check_raw(&[], "INT64", usize::MAX / 4 + 1, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more bytes than memory holds"), "{e}");
         assert!(decode_raw(&[0, 0], "FP16", 1, "x").is_err());
     }
 

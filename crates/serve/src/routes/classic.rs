@@ -4,6 +4,7 @@
 //! class, its label, the probabilities and the top-k classes.
 
 use super::auth::Caller;
+use super::observe::Routed;
 use super::tensor::Floats;
 use super::v2::argmax;
 use crate::{AppState, Error, Result};
@@ -53,9 +54,15 @@ pub(crate) fn parse_body(
     model: Option<String>,
     top_k: Option<usize>,
 ) -> Result<(Input, Option<String>, Option<usize>)> {
-    if content_type.starts_with("image/png") || content_type.starts_with("image/jpeg") {
+    // Media types are case-insensitive.
+    let is = |prefix: &str| {
+        content_type
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    if is("image/png") || is("image/jpeg") {
         Ok((Input::Encoded(body), model, top_k))
-    } else if content_type.starts_with("application/json") {
+    } else if is("application/json") {
         let r: PredictRequest =
             serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("malformed JSON body: {e}")))?;
         let input = match (r.image, r.image_base64) {
@@ -90,16 +97,18 @@ async fn predict(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+        .unwrap_or("");
     let body = super::read_body(payload, state.config.body_limit).await?;
     let query = query.into_inner();
-    let (input, model, k) = parse_body(&content_type, body, query.model, query.top_k)?;
+    let (input, model, k) = parse_body(content_type, body, query.model, query.top_k)?;
     let m = match model {
-        Some(name) => state.get(&name, None)?,
+        Some(name) => {
+            req.extensions_mut().insert(Routed::Named(name.clone()));
+            state.get(&name, None)?
+        }
         None => state.only()?,
     };
-    req.extensions_mut().insert(super::observe::Routed(m.clone()));
+    req.extensions_mut().insert(Routed::Model(m.clone()));
     m.engine.classifier(&m.name)?;
     let sample = match input {
         Input::Values(v) => m.manifest.prepare_values(v),

@@ -7,7 +7,7 @@ pub(crate) mod classic;
 mod generate;
 mod observe;
 mod openai;
-mod parameters;
+pub(crate) mod parameters;
 mod tensor;
 pub(crate) mod tfserving;
 pub(crate) mod v2;

@@ -27,6 +27,10 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 
 /// (model, version, endpoint) of a request path.
 fn classify(path: &str) -> (String, String, &'static str) {
+    // The hot path first, without splitting.
+    if path == "/predict" {
+        return (String::new(), String::new(), "predict");
+    }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
         ["predict"] => (String::new(), String::new(), "predict"),
@@ -82,7 +86,13 @@ fn tfserving_verb(segment: &str) -> (&str, &'static str) {
 /// The model a handler routed a request to when its URL does not name it (`/predict`
 /// names it in the query string or the body, or serves the only model): the request's
 /// metrics are labelled with it.
-pub(super) struct Routed(pub(super) std::sync::Arc<crate::Model>);
+pub(super) enum Routed {
+    /// The model that answered.
+    Model(std::sync::Arc<crate::Model>),
+    /// The name the request gave, before it was looked up (labelled `_unknown` when the
+    /// server does not know it).
+    Named(String),
+}
 
 /// Records the status and latency of every request in the server's metrics.
 pub async fn record(
@@ -110,16 +120,16 @@ pub async fn record(
         );
     }
     if let Some(state) = state {
-        let routed = res.request().extensions().get::<Routed>().map(|r| r.0.clone());
-        let (model, version) = match &routed {
-            Some(m) => (m.name.as_str(), version.as_str()),
-            None => (model.as_str(), version.as_str()),
+        let status = res.status().as_u16();
+        let extensions = res.request().extensions();
+        let model = match extensions.get::<Routed>() {
+            Some(Routed::Model(m)) => m.name.as_str(),
+            Some(Routed::Named(name)) => name.as_str(),
+            None => model.as_str(),
         };
-        // Names and versions come from the URL: only those the server knows become labels.
-        let (model, version) = state.metric_labels(model, version);
-        state
-            .metrics
-            .observe(model, version, endpoint, res.status().as_u16(), start.elapsed());
+        // Names and versions come from the request: only those the server knows become labels.
+        let (model, version) = state.metric_labels(model, &version);
+        state.metrics.observe(model, version, endpoint, status, start.elapsed());
     }
     Ok(res)
 }

@@ -6,6 +6,25 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Refuses a parameter `key` that asks for a protocol extension kiln does not implement
+/// (shared memory, Triton's classification), on any transport; `where_` names what
+/// carried it.
+pub(crate) fn refuse_extension(key: &str, where_: &str) -> Result<()> {
+    if key.starts_with("shared_memory_") {
+        return Err(Error::BadRequest(format!(
+            "{where_}: parameter {key:?} asks for the shared-memory extension, which kiln does not support; \
+             send the tensors in the request"
+        )));
+    }
+    if key == "classification" {
+        return Err(Error::BadRequest(format!(
+            "{where_}: parameter \"classification\" asks for Triton's classification extension, which kiln does \
+             not support; a classifier's \"probabilities\" and \"class\" outputs give the same"
+        )));
+    }
+    Ok(())
+}
+
 /// One parameter's value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Param {
@@ -92,12 +111,7 @@ impl Parameters {
             if let Some(want) = wrong_type {
                 return Err(Error::BadRequest(format!("{where_}: parameter {k:?} must be {want}")));
             }
-            if k.starts_with("shared_memory_") {
-                return Err(Error::BadRequest(format!(
-                    "{where_}: parameter {k:?} asks for the shared-memory extension, which kiln does not support; \
-                     send the tensors as JSON or as binary data"
-                )));
-            }
+            refuse_extension(k, where_)?;
         }
         Ok(())
     }

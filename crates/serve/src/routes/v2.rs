@@ -237,8 +237,7 @@ fn parse(json: &[u8]) -> Result<InferRequest> {
 }
 
 impl InferRequest {
-    /// Refuses parameters asking for extensions kiln does not implement, and an output
-    /// asked for twice (each would be computed and sent again).
+    /// Refuses parameters asking for extensions kiln does not implement.
     fn check(&self) -> Result<()> {
         if let Some(p) = &self.parameters {
             p.refuse_unsupported("the request")?;
@@ -248,13 +247,9 @@ impl InferRequest {
                 p.refuse_unsupported(&format!("input {:?}", i.name))?;
             }
         }
-        let mut seen = std::collections::BTreeSet::new();
         for o in self.outputs.iter().flatten() {
             if let Some(p) = &o.parameters {
                 p.refuse_unsupported(&format!("output {:?}", o.name))?;
-            }
-            if !seen.insert(o.name.as_str()) {
-                return Err(Error::BadRequest(format!("output {:?} is asked for twice", o.name)));
             }
         }
         Ok(())
@@ -341,6 +336,11 @@ pub(crate) async fn run(
     inputs: Vec<InputTensor>,
     wanted: &[String],
 ) -> Result<Vec<OutputTensor>> {
+    // An output asked for twice would be computed and sent twice.
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(w) = wanted.iter().find(|w| !seen.insert(w.as_str())) {
+        return Err(Error::BadRequest(format!("output {w:?} is asked for twice")));
+    }
     if let Some((specs_in, specs_out)) = tensor_specs(m) {
         return run_tensors(state, m, (specs_in, specs_out), inputs, wanted).await;
     }
@@ -368,11 +368,17 @@ pub(crate) async fn run(
     }
     state.check_batch(usize::try_from(input.shape[0]).unwrap_or(0))?;
     let per = m.manifest.sample_len().max(1);
-    let samples = values
-        .chunks(per)
+    // A single sample moves on as it is; a batch is cut into one buffer per sample.
+    let parts = if values.len() == per {
+        vec![values]
+    } else {
+        values.chunks(per).map(<[f32]>::to_vec).collect()
+    };
+    let samples = parts
+        .into_iter()
         .map(|c| {
             m.manifest
-                .prepare_values(c.to_vec())
+                .prepare_values(c)
                 .map_err(|e| Error::BadRequest(e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
