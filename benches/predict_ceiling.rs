@@ -25,10 +25,20 @@ fn model_thread(package: std::path::PathBuf, jobs: crossbeam_channel::Receiver<J
     let package = kiln_package::Package::load(&package, Device::Cpu).unwrap();
     let norm = package.manifest.input.normalize.clone();
     let n = package.manifest.sample_len();
+    // Batches and samples run, printed every 100,000 samples (benches compare batching).
+    let (mut batches, mut samples) = (0u64, 0u64);
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while let Ok(j) = jobs.try_recv() {
             batch.push(j);
+        }
+        batches += 1;
+        samples += batch.len() as u64;
+        if samples % 100_000 < batch.len() as u64 {
+            eprintln!(
+                "ceiling: {batches} batches, {samples} samples, {:.2} a batch",
+                samples as f64 / batches as f64
+            );
         }
         let mut flat = Vec::with_capacity(batch.len() * n);
         for (x, _) in &batch {
