@@ -78,6 +78,15 @@ fn a_scripted_pytorch_model_is_packaged_evaluated_and_predicted_and_a_state_dict
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("does not train it"), "{}", stderr(&o));
     assert!(manifest.exists());
+    // model.pt is hashed like weights: a changed byte is refused before libtorch reads it.
+    let module = pkg.join("model.pt");
+    let mut bytes = std::fs::read(&module).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&module, bytes).unwrap();
+    let o = kiln_train(&["eval", "--package", pkg.to_str().unwrap()]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("corrupt or was changed"), "{}", stderr(&o));
 }
 
 #[test]
